@@ -1,6 +1,9 @@
 """The relation lexicon: the paper's 56 basis prepositions (Table A4) and the words that are never negatives."""
 from __future__ import annotations
 
+import re
+from typing import Iterable
+
 # Table A4 of the ReVersion paper, in the paper's order (read column by column).
 BASIS_PREPOSITIONS: tuple[str, ...] = (
     "aboard", "about", "above", "across", "after", "against", "along", "alongside", "amid", "amidst",
@@ -13,3 +16,65 @@ BASIS_PREPOSITIONS: tuple[str, ...] = (
     "upon", "versus", "with", "within",
 )
 assert len(BASIS_PREPOSITIONS) == 56 and len(set(BASIS_PREPOSITIONS)) == 56
+
+# Closed-class English words: determiners, pronouns, conjunctions, auxiliaries, particles, prepositions,
+# number words and a few adverbs of degree. They carry no appearance, so they are never steering negatives.
+FUNCTION_WORDS: frozenset[str] = frozenset(BASIS_PREPOSITIONS) | frozenset(
+    """
+    a an the this that these those some any each every either neither no all both few many much more most
+    other another such what which whose whatever whichever several enough own same
+    i me my mine myself you your yours yourself yourselves he him his himself she her hers herself it its itself
+    we us our ours ourselves they them their theirs themselves one ones someone something anyone anything
+    everyone everything nobody nothing who whom
+    and or but nor so yet if then than because while whereas although though unless whether as
+    be am is are was were been being have has had having do does did doing done
+    will would shall should can could may might must ought
+    not no yes very too also just only quite rather almost even still again ever never
+    there here where when how why now
+    for like unlike via per beneath besides despite during except inside minus plus since until till upon
+    next close far left right top bottom front back side together apart 
+    zero two three four five six seven eight nine ten first second third
+    it's that's there's isn't aren't don't doesn't
+    """.split()
+)
+
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_CONTENT_TAGS = ("NN", "JJ", "VB")  # nouns, adjectives, verbs (Penn Treebank prefixes)
+_NLTK_TAGGER = "taggers/averaged_perceptron_tagger_eng"
+
+
+def pos_backend() -> str:
+    """Which part-of-speech decider is in use: ``"nltk"`` when NLTK and its tagger data are present, else ``"closed-class"``."""
+    try:
+        import nltk
+
+        nltk.data.find(_NLTK_TAGGER)
+        return "nltk"
+    except (ImportError, LookupError, OSError):
+        return "closed-class"
+
+
+def caption_words(caption: str, placeholder_tokens: Iterable[str] = ("<R>",)) -> list[str]:
+    """Lower-case words of a caption with placeholder tokens removed."""
+    text = caption.lower()
+    for token in placeholder_tokens:
+        text = text.replace(token.lower(), " ")
+    return _WORD.findall(text)
+
+
+def content_words(caption: str, placeholder_tokens: Iterable[str] = ("<R>",), backend: str | None = None) -> list[str]:
+    """The steering negatives of one caption: its nouns, adjectives and verbs, in order, without repeats.
+
+    Function words, prepositions and placeholder tokens are never negatives, whichever backend decides.
+    """
+    backend = backend or pos_backend()
+    placeholder_tokens = tuple(placeholder_tokens)
+    words = caption_words(caption, placeholder_tokens)
+    if backend == "nltk":
+        import nltk
+
+        tagged = nltk.pos_tag(words)
+        words = [w for w, tag in tagged if tag.startswith(_CONTENT_TAGS)]
+    placeholders = {p.lower() for p in placeholder_tokens}
+    keep = [w for w in words if w not in FUNCTION_WORDS and w not in placeholders and len(w) > 1 and not w.isdigit()]
+    return list(dict.fromkeys(keep))

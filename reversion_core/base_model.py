@@ -1,0 +1,187 @@
+"""Base models: where a Stable Diffusion 1.x comes from (hub id, diffusers folder, single checkpoint), on which
+device, in which dtype, with which attention backend, and a stable identifier that relation cards record.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ReVersionError
+
+SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_BASE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "base-model"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to run on: the one asked for, else CUDA when present, else CPU."""
+    if device is not None:
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, precision: str | torch.dtype | None = None) -> torch.dtype:
+    """The weight dtype: fp16 on CUDA by default for generation, fp32 on CPU (half precision is slow or unsupported there)."""
+    if isinstance(precision, torch.dtype):
+        return precision
+    if precision is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision not in _DTYPES:
+        raise ReVersionError(f"Precision {precision!r} is unknown; use one of no, fp16, bf16.")
+    if _DTYPES[precision] == torch.float16 and device.type == "cpu":
+        raise ReVersionError("Half precision (fp16) needs a GPU; use 'no' or 'bf16' on CPU.")
+    return _DTYPES[precision]
+
+
+def _missing_weights(source: str) -> ReVersionError:
+    return ReVersionError(
+        f"The base model {source!r} is not on this machine and could not be downloaded; download it where there is "
+        "network access and pass its local diffusers folder or .safetensors checkpoint with --base-model "
+        "(or the REVERSION_BASE_MODEL environment variable)."
+    )
+
+
+def resolve_source(source: str | os.PathLike | None = None) -> str:
+    """The base model to use: the argument, else ``$REVERSION_BASE_MODEL``, else the embedded model when present, else SD 1.5."""
+    if source is None:
+        source = os.environ.get("REVERSION_BASE_MODEL") or (
+            str(DEFAULT_BASE_MODEL) if (DEFAULT_BASE_MODEL / "model_index.json").is_file() else SD15_HUB_ID
+        )
+    return str(source)
+
+
+def _looks_like_path(source: str) -> bool:
+    """Hub ids are exactly ``org/name``; anything else that is not on disk was meant as a path."""
+    return source.startswith((".", "/", "~", "\\")) or source.lower().endswith(SINGLE_FILE_SUFFIXES) or source.count("/") != 1
+
+
+def load_pipeline(
+    source: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = "no",
+    attention: str = "sdpa",
+    single_file_config: str | os.PathLike | None = None,
+):
+    """Load a ``StableDiffusionPipeline`` from a hub id, a local diffusers folder or a ``.safetensors``/``.ckpt`` file.
+
+    ``single_file_config`` is a diffusers folder (or hub id) giving the component configs a single checkpoint needs
+    when the hub cannot be reached. Every failure is a ReVersionError in one sentence.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    source = resolve_source(source)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(device, dtype)
+    common = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ReVersionError(f"Folder {path} is not a diffusers model folder (it has no model_index.json).")
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **common)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ReVersionError(f"The diffusers folder {path} could not be loaded ({_first_line(exc)}).") from None
+    elif path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ReVersionError(f"Base model file {path.name} is not a .safetensors or .ckpt checkpoint.")
+        pipe = _load_single_file(path, single_file_config, common)
+    elif _looks_like_path(source):
+        raise ReVersionError(f"Base model {source} does not exist; give a diffusers folder, a .safetensors/.ckpt file or a hub id.")
+    else:
+        pipe = _load_from_hub(source, common)
+    set_attention(pipe, attention)
+    return pipe.to(device)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".")[:200]
+
+
+def _load_from_hub(hub_id: str, common: dict):
+    from diffusers import StableDiffusionPipeline
+
+    try:  # the local cache first: no network call when the weights are already here
+        return StableDiffusionPipeline.from_pretrained(hub_id, local_files_only=True, **common)
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        raise _missing_weights(hub_id)
+    try:
+        return StableDiffusionPipeline.from_pretrained(hub_id, **common)
+    except Exception:  # network errors come in many types; each means the same thing to the user
+        raise _missing_weights(hub_id) from None
+
+
+def _load_single_file(path: Path, config: str | os.PathLike | None, common: dict):
+    from diffusers import StableDiffusionPipeline
+
+    kwargs = dict(common)
+    if config is not None:
+        kwargs["config"] = str(config)
+    try:
+        return StableDiffusionPipeline.from_single_file(str(path), local_files_only=True, **kwargs)
+    except Exception as exc:  # diffusers raises many types here; name the two causes a user can fix
+        message = _first_line(exc)
+        if "pickle" in message.lower() or "weights_only" in message.lower() or "unpickl" in message.lower():
+            raise ReVersionError(f"Checkpoint {path.name} holds pickled code, which is never executed; convert it to .safetensors.") from None
+        raise ReVersionError(
+            f"Checkpoint {path.name} could not be loaded as a Stable Diffusion 1.x model ({message}); it needs the "
+            "model's component configs, so pass a diffusers folder of the same architecture as single_file_config "
+            "(--single-file-config) or use a diffusers folder instead."
+        ) from None
+
+
+def set_attention(pipe, backend: str = "sdpa") -> None:
+    """Use PyTorch scaled-dot-product attention (default) or xformers (only when installed)."""
+    if backend == "sdpa":
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        pipe.vae.set_attn_processor(AttnProcessor2_0())
+    elif backend == "xformers":
+        if importlib.util.find_spec("xformers") is None:
+            raise ReVersionError("xformers attention was asked for but the xformers package is not installed; install it or use sdpa attention.")
+        try:
+            pipe.enable_xformers_memory_efficient_attention()
+        except Exception as exc:
+            raise ReVersionError(f"xformers attention could not be enabled ({_first_line(exc)}); use sdpa attention.") from None
+    else:
+        raise ReVersionError(f"Attention backend {backend!r} is unknown; use sdpa or xformers.")
+
+
+def base_model_id(pipe, source: str | os.PathLike | None = None) -> str:
+    """A stable identifier of the text-embedding space, e.g. ``"base-model#3f2a9c01d2"``.
+
+    The name is the hub id or folder name; the hash covers the text encoder's config, which fixes the space that a
+    relation vector lives in. The same model reached by hub id or local folder shares the hash.
+    """
+    source = str(source or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "") or "model")
+    path = Path(source)
+    name = path.stem if path.is_file() else (path.name if path.exists() else source)
+    return f"{name}#{text_encoder_hash(pipe.text_encoder)}"
+
+
+def text_encoder_hash(text_encoder) -> str:
+    """Ten hex digits hashing the text encoder config (without paths, versions or the vocabulary size we grow)."""
+    config = text_encoder.config.to_dict()
+    for key in ("_name_or_path", "transformers_version", "vocab_size", "dtype", "torch_dtype", "_commit_hash", "architectures"):
+        config.pop(key, None)
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def same_base_model(a: str | None, b: str | None) -> bool:
+    """Whether two base-model ids name the same text-embedding space (the hash after ``#`` decides)."""
+    if not a or not b:
+        return False
+    return a.rsplit("#", 1)[-1] == b.rsplit("#", 1)[-1]

@@ -1,0 +1,107 @@
+"""Tiny random components of the real Stable Diffusion classes, saved and loaded like SD 1.5 (offline, CPU)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS
+
+torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
+
+CONTENT_WORDS = (
+    "circle square triangle diamond red green blue yellow purple striped dotted big small shape picture background "
+    "cat box rabbit carrot painting wall photo plain"
+).split()
+
+
+def build_tiny_model(folder: Path, prediction_type: str = "epsilon") -> Path:
+    """Save a miniature StableDiffusionPipeline (16 px images, 8x8 latents, 32-dim text) to ``folder``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from reversion_core.tokenizer_files import write_clip_tokenizer
+
+    torch.manual_seed(0)
+    words = sorted(FUNCTION_WORDS | set(BASIS_PREPOSITIONS) | set(CONTENT_WORDS))
+    write_clip_tokenizer(folder / "tok", words)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tok")
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+            projection_dim=32, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder / "model")
+    shutil.rmtree(folder / "tok")
+    return folder / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vpred_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_v") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config["prediction_type"] = "v_prediction"
+    config_path.write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_model_dir):
+    """A fresh pipeline per test, loaded through the same path as SD 1.5 (training changes its tokenizer)."""
+    from reversion_core.base_model import load_pipeline
+
+    return load_pipeline(tiny_model_dir, device="cpu")
+
+
+def write_exemplar_folder(folder: Path, captions: dict[str, list[str]] | None = None, size: int = 24) -> Path:
+    """A small exemplar set in the benchmark layout: coloured shapes and captions with ``{}`` or ``<R>``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    captions = captions or {
+        "1.png": ["red circle {} blue square", "a big red circle {} a small blue square"],
+        "2.png": ["green triangle <R> yellow square"],
+        "3.jpg": ["purple diamond {} red circle", "a striped purple diamond {} a plain red circle on a dotted background"],
+    }
+    colours = [(220, 40, 40), (40, 170, 60), (150, 60, 190)]
+    for i, name in enumerate(captions):
+        image = Image.new("RGB", (size, size), (245, 245, 245))
+        for x in range(4, 12):
+            for y in range(2, 8):
+                image.putpixel((x + i, y), colours[i % 3])
+        image.save(folder / name)
+    (folder / "text.json").write_text(json.dumps(captions))
+    return folder
+
+
+@pytest.fixture
+def exemplar_dir(tmp_path) -> Path:
+    return write_exemplar_folder(tmp_path / "exemplars")
