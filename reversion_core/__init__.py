@@ -1,0 +1,62 @@
+"""ReVersion Studio's engine: learn a relation prompt <R> from exemplar images and generate with it.
+
+Importing the package is cheap; each name below is imported from its module on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ReVersionError": "errors",
+    "InversionSettings": "settings",
+    "DEFAULT_GUIDANCE_SCALE": "settings",
+    "DEFAULT_INFERENCE_STEPS": "settings",
+    "BASIS_PREPOSITIONS": "lexicon",
+    "FUNCTION_WORDS": "lexicon",
+    "content_words": "lexicon",
+    "pos_backend": "lexicon",
+    "Exemplar": "exemplars",
+    "ExemplarSet": "exemplars",
+    "load_exemplars": "exemplars",
+    "exemplars_from_uploads": "exemplars",
+    "steering_loss": "objectives",
+    "RelationFocalSampler": "objectives",
+    "sample_timesteps": "objectives",
+    "denoise_target": "objectives",
+    "SD15_HUB_ID": "base_model",
+    "DEFAULT_BASE_MODEL": "base_model",
+    "load_pipeline": "base_model",
+    "base_model_id": "base_model",
+    "same_base_model": "base_model",
+    "RelationPrompt": "relation_file",
+    "save_relation": "relation_file",
+    "load_relation": "relation_file",
+    "list_relations": "relation_file",
+    "Inversion": "inversion",
+    "train_relation": "inversion",
+    "StepEvent": "inversion",
+    "PreviewEvent": "inversion",
+    "CheckpointEvent": "inversion",
+    "FinishedEvent": "inversion",
+    "StoppedEvent": "inversion",
+    "FailedEvent": "inversion",
+    "RelationGenerator": "generation",
+    "GenerationResult": "generation",
+    "build_prompt": "generation",
+    "describe_relation": "inspect",
+    "nearest_words": "inspect",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

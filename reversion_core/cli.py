@@ -1,0 +1,260 @@
+"""``python -m reversion_core {train,generate,inspect} ...``: the engine from a shell.
+
+Subcommands come from the table ``COMMANDS``: each entry names a module (or ``module:object``) that provides
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding a subcommand is one line there. Heavy
+imports happen inside ``run`` so ``--help`` is instant. Errors a person can meet print one sentence to stderr
+and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from .errors import ReVersionError
+
+COMMANDS: dict[str, str] = {
+    "train": "reversion_core.cli:TRAIN",
+    "generate": "reversion_core.cli:GENERATE",
+    "inspect": "reversion_core.cli:INSPECT",
+    # "world": "reversion_core.world.cli",
+    # "evaluate": "reversion_core.evaluation_cli",
+}
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (load bars, deprecation notes) out of the CLI's output."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
+# ----------------------------------------------------------------------------------------------- train
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exemplars", nargs="?", help="exemplar folder: images + text.json (not needed with --resume)")
+    p.add_argument("--name", help="relation name (default: the exemplar set's relation or folder name)")
+    p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: embedded model, else SD 1.5)")
+    p.add_argument("--relations-dir", default="relations", help="where relation folders go (default: relations)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing relation of the same name")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    p.add_argument("--checkpoint-dir", help="default: runs/<name> beside the relations folder")
+    p.add_argument("--resume", metavar="CHECKPOINT", help="checkpoint file or folder to continue from")
+    g = p.add_argument_group("method (defaults are the paper's; on --resume, the checkpoint's)")
+    g.add_argument("--placeholder-token", dest="placeholder_token")
+    g.add_argument("--initializer-token", dest="initializer_token")
+    g.add_argument("--steps", type=int, dest="max_train_steps")
+    g.add_argument("--batch-size", type=int, dest="train_batch_size")
+    g.add_argument("--grad-accum", type=int, dest="gradient_accumulation_steps")
+    g.add_argument("--lr", type=float, dest="learning_rate", help="base learning rate (scaled by batch x accumulation)")
+    g.add_argument("--no-scale-lr", action="store_false", dest="scale_lr", default=None)
+    g.add_argument("--num-positives", type=int, dest="num_positives")
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--lambda-steer", type=float, dest="lambda_steer")
+    g.add_argument("--lambda-denoise", type=float, dest="lambda_denoise")
+    g.add_argument("--uniform-timesteps", action="store_false", dest="importance_sampling", default=None)
+    g.add_argument("--alpha", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
+    g.add_argument("--attention", choices=["sdpa", "xformers"])
+    g.add_argument("--gradient-checkpointing", action="store_true", dest="gradient_checkpointing", default=None)
+    g.add_argument("--resolution", type=int)
+    g.add_argument("--preview-every", type=int, dest="preview_every")
+    g.add_argument("--validation-prompt", dest="validation_prompt")
+    g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from tqdm import tqdm
+
+    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent
+    from .settings import InversionSettings
+
+    if not args.exemplars:
+        raise ReVersionError("Give the exemplar folder to learn from.")
+    base = InversionSettings()
+    if args.resume:
+        base = InversionSettings.from_dict(Inversion._read_checkpoint(args.resume)["settings"])
+    overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
+    settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
+    run = Inversion(
+        args.exemplars, args.name, settings, base_model=args.base_model, relations_dir=args.relations_dir,
+        overwrite=args.overwrite, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, device=args.device,
+    )
+    main = run.accelerator.is_main_process
+    if main:
+        lr = settings.effective_learning_rate(run.accelerator.num_processes)
+        print(
+            f"Learning {settings.placeholder_token} for {run.name!r} from {len(run.exemplars)} images on {run.device} "
+            f"(base model {run.base_model_id}, lr {lr:g}, negatives by {run.pos_backend}: {', '.join(run.negative_words) or 'none'})",
+            file=sys.stderr,
+        )
+    bar = tqdm(total=settings.max_train_steps, initial=run.start_step, disable=not main, unit="step", dynamic_ncols=True)
+    code = 0
+    for event in run:
+        if isinstance(event, StepEvent):
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.4f}", denoise=f"{event.denoise_loss:.4f}", steer=f"{event.steer_loss:.3f}")
+        elif isinstance(event, PreviewEvent) and main and run.checkpoint_dir:
+            run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(event.images):
+                image.save(run.checkpoint_dir / f"preview-{event.step:06d}-{i}.png")
+        elif isinstance(event, (FinishedEvent, StoppedEvent)):
+            bar.close()
+            if main:
+                what = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
+                print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
+        elif isinstance(event, FailedEvent):
+            bar.close()
+            print(f"error: {event.message}", file=sys.stderr)
+            code = 2
+    return code
+
+
+TRAIN = SimpleNamespace(HELP="learn a relation prompt <R> from exemplar images", add_arguments=_train_arguments, run=_train)
+
+
+# ----------------------------------------------------------------------------------------------- generate
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--relation", action="append", default=[], help="relation name, folder or file (repeatable; <R> is the first)")
+    p.add_argument("--entities", nargs=2, metavar=("A", "B"), help="generate 'A <R> B'")
+    p.add_argument("--prompt", help="free text containing <R>")
+    p.add_argument("--suffix", default="", help="style or background appended to the prompt")
+    p.add_argument("--negative-prompt")
+    p.add_argument("--num-images", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default 7.5)")
+    p.add_argument("--out", default="outputs", help="folder for the PNG files (default: outputs)")
+    p.add_argument("--base-model")
+    p.add_argument("--relations-dir", default="relations")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .generation import RelationGenerator
+    from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS
+
+    entity_a, entity_b = args.entities or (None, None)
+    generator = RelationGenerator(args.base_model, args.device, attention=args.attention, relations_dir=args.relations_dir)
+    result = generator.generate(
+        args.relation or None, entity_a, entity_b, args.prompt, suffix=args.suffix, negative_prompt=args.negative_prompt,
+        num_images=args.num_images, seed=args.seed,
+        steps=args.steps or DEFAULT_INFERENCE_STEPS,
+        guidance_scale=args.guidance if args.guidance is not None else DEFAULT_GUIDANCE_SCALE,
+        progress=not args.no_progress,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    slug = "".join(c if c.isalnum() else "_" for c in result.prompt)[:60].strip("_")
+    for image, seed in zip(result.images, result.seeds):
+        path = out / f"{slug}-seed{seed}.png"
+        image.save(path)
+        print(path)
+    return 0
+
+
+GENERATE = SimpleNamespace(HELP="generate images with one or more relation prompts", add_arguments=_generate_arguments, run=_generate)
+
+
+# ----------------------------------------------------------------------------------------------- inspect
+def _inspect_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("relation", help="relation name, folder, or a .safetensors/.bin file")
+    p.add_argument("--relations-dir", default="relations")
+    p.add_argument("--base-model", help="for the nearest words (default: the card's base model when on disk, else the embedded model)")
+    p.add_argument("--no-neighbours", action="store_true", help="skip loading the base model")
+    p.add_argument("-k", type=int, default=10, help="how many nearest words")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .inspect import describe_relation
+    from .relation_file import load_relation
+
+    relation = load_relation(args.relation, args.relations_dir)
+    pipeline = None
+    if not args.no_neighbours:
+        from .base_model import load_pipeline, resolve_source
+
+        source = args.base_model or relation.card.get("base_model_source")
+        if source and not Path(source).exists() and args.base_model is None:
+            source = None  # the card's model is not here; fall back to the default
+        try:
+            pipeline = load_pipeline(resolve_source(source), device="cpu")
+        except ReVersionError as exc:
+            print(f"note: no nearest words ({exc})", file=sys.stderr)
+    summary = describe_relation(relation, pipeline=pipeline, k=args.k)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    print(f"relation    {summary['name']}  ({summary['path'] or 'imported'})")
+    print(f"token       {summary['token']}")
+    print(f"vector      size {summary['vector_size']}, norm {summary['vector_norm']}")
+    print(f"base model  {summary['base_model'] or 'unknown'}")
+    card = summary["card"]
+    for key in ("steps", "status", "created_at", "final_losses", "pos_backend"):
+        if key in card:
+            print(f"{key:<11} {card[key]}")
+    if card.get("exemplar_captions"):
+        print("captions")
+        for image, captions in card["exemplar_captions"].items():
+            print(f"  {image}: {' | '.join(captions)}")
+    if summary["nearest"]:
+        print("nearest     " + ", ".join(f"{w} ({c:.2f})" for w, c in summary["nearest"]))
+    return 0
+
+
+INSPECT = SimpleNamespace(HELP="show a relation's token, size, base model, card and nearest words", add_arguments=_inspect_arguments, run=_inspect)
+
+
+# ----------------------------------------------------------------------------------------------- dispatch
+def _load_command(spec: str):
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m reversion_core", description="ReVersion Studio: learn and use relation prompts.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    for name, spec in COMMANDS.items():
+        command = _load_command(spec)
+        p = sub.add_parser(name, help=command.HELP, description=command.HELP)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and turn every ReVersionError into one line on stderr with exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        _quiet_libraries()
+        return int(args._run(args) or 0)
+    except ReVersionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not a user error: one line unless REVERSION_DEBUG asks for the traceback
+        if os.environ.get("REVERSION_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set REVERSION_DEBUG=1 for details).", file=sys.stderr)
+        return 1

@@ -1,0 +1,159 @@
+"""Generation with relation prompts: one cached StableDiffusionPipeline, any number of relations installed.
+
+Each relation gets its own token in the tokenizer (its card's token, or ``<name>`` when that token is taken),
+so ``"circle <above> square inside <inside> ..."`` can mix relations. Prompts come from "E_A <R> E_B" templates,
+from entity pairs, or from free text containing ``<R>``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from .base_model import base_model_id, load_pipeline, resolve_source
+from .errors import ReVersionError
+from .relation_file import RelationPrompt, load_relation
+from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER
+
+_PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
+_MAX_BATCH = 4  # images denoised together; each image keeps its own seed, so batching never changes results
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    prompt: str
+    seeds: list[int]
+
+
+def build_prompt(token: str | None, prompt: str | None = None, entity_a: str | None = None, entity_b: str | None = None, suffix: str = "") -> str:
+    """``"E_A <R> E_B"`` from two entities, or free text with ``<R>``/``{}`` replaced by ``token``; then ``", suffix"``."""
+    if prompt is not None and prompt.strip():
+        text = " ".join(prompt.split())
+        if token is not None:
+            if not any(p in text for p in (*_PLACEHOLDERS, token)):
+                raise ReVersionError(f"The prompt {prompt!r} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in 'cat <R> box'.")
+            for p in _PLACEHOLDERS:
+                text = text.replace(p, token)
+    elif entity_a and entity_b and entity_a.strip() and entity_b.strip():
+        if token is None:
+            raise ReVersionError("Choose a relation to put between the two entities.")
+        text = f"{entity_a.strip()} {token} {entity_b.strip()}"
+    else:
+        raise ReVersionError("Give both entities (A and B) or a prompt containing <R>.")
+    suffix = (suffix or "").strip().lstrip(",").strip()
+    return f"{text}, {suffix}" if suffix else text
+
+
+class RelationGenerator:
+    """Loads the base model once and generates with any installed relation (the app calls it many times)."""
+
+    def __init__(
+        self,
+        base_model: str | os.PathLike | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        attention: str = "sdpa",
+        relations_dir: str | os.PathLike = "relations",
+        pipeline=None,
+    ) -> None:
+        self.source = resolve_source(base_model) if pipeline is None else str(getattr(pipeline, "name_or_path", "pipeline"))
+        self.device, self.dtype, self.attention = device, dtype, attention
+        self.relations_dir = Path(relations_dir)
+        self._pipe = pipeline
+        self._base_vocab: set[str] | None = None
+        self.installed: dict[str, str] = {}  # relation key (path or name) -> token
+
+    @property
+    def pipeline(self):
+        """The cached DDIM StableDiffusionPipeline, loaded on first use."""
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.source, self.device, self.dtype, self.attention)
+        if not getattr(self._pipe, "_reversion_ready", False):
+            from diffusers import DDIMScheduler
+
+            self._pipe.scheduler = DDIMScheduler.from_config(self._pipe.scheduler.config)
+            self._base_vocab = set(self._pipe.tokenizer.get_vocab()) - set(self._pipe.tokenizer.get_added_vocab())
+            self._pipe._reversion_ready = True
+        return self._pipe
+
+    @property
+    def base_model_id(self) -> str:
+        return base_model_id(self.pipeline, self.source)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.pipeline.text_encoder.get_input_embeddings().weight.shape[1])
+
+    def install(self, relation: RelationPrompt | str | os.PathLike, token: str | None = None) -> str:
+        """Put a relation's vector into the text encoder under its own token and return that token.
+
+        Installing again (for example after retraining) overwrites the row, so the latest vector is always used.
+        """
+        pipe = self.pipeline
+        if not isinstance(relation, RelationPrompt):
+            relation = load_relation(relation, self.relations_dir)
+        relation.check_dim(self.embedding_dim)
+        key = str(relation.path or relation.name)
+        owners = {t: k for k, t in self.installed.items()}
+        token = token or self.installed.get(key) or relation.token
+        if owners.get(token, key) != key:
+            token = f"<{relation.name}>"  # the card's token is taken by another installed relation
+        if token in self._base_vocab or f"{token.lower()}</w>" in self._base_vocab:
+            raise ReVersionError(f"The token {token!r} is already a word of the base model's vocabulary; install the relation under another token.")
+        tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+        if token in tokenizer.get_added_vocab():
+            with torch.no_grad():
+                table = encoder.get_input_embeddings().weight
+                table[tokenizer.convert_tokens_to_ids(token)] = relation.vector.to(table.device, table.dtype)
+        else:
+            pipe.load_textual_inversion({token: relation.vector}, token=token)
+        self.installed[key] = token
+        return token
+
+    def generate(
+        self,
+        relation: RelationPrompt | str | os.PathLike | Sequence[RelationPrompt | str | os.PathLike] | None = None,
+        entity_a: str | None = None,
+        entity_b: str | None = None,
+        prompt: str | None = None,
+        suffix: str = "",
+        negative_prompt: str | None = None,
+        num_images: int = 1,
+        seed: int = 0,
+        seeds: Sequence[int] | None = None,
+        steps: int = DEFAULT_INFERENCE_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = False,
+    ) -> GenerationResult:
+        """Generate ``num_images`` images; image i uses seed ``seeds[i]`` (default ``seed + i``) and is reproducible alone.
+
+        ``relation`` may be a list: all are installed and ``<R>`` means the first; other tokens are written as is.
+        """
+        relations = [] if relation is None else list(relation) if isinstance(relation, (list, tuple)) else [relation]
+        tokens = [self.install(r) for r in relations]
+        text = build_prompt(tokens[0] if tokens else None, prompt, entity_a, entity_b, suffix)
+        seeds = list(seeds) if seeds is not None else [int(seed) + i for i in range(int(num_images))]
+        if not seeds:
+            raise ReVersionError("Ask for at least one image.")
+        if int(steps) < 1:
+            raise ReVersionError(f"The number of denoising steps must be at least 1, not {steps}.")
+        pipe = self.pipeline
+        pipe.set_progress_bar_config(disable=not progress)
+        images: list[Image.Image] = []
+        for start in range(0, len(seeds), _MAX_BATCH):
+            chunk = seeds[start : start + _MAX_BATCH]
+            generators = [torch.Generator().manual_seed(s) for s in chunk]  # CPU generators: same images on any device
+            images += pipe(
+                [text] * len(chunk),
+                negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
+                num_inference_steps=int(steps), guidance_scale=float(guidance_scale),
+                generator=generators, height=height, width=width,
+            ).images
+        return GenerationResult(images, text, seeds)

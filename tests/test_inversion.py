@@ -1,0 +1,183 @@
+"""The inversion loop on a tiny random Stable Diffusion: what changes, what is saved, how runs end."""
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reversion_core.errors import ReVersionError
+from reversion_core.inversion import (
+    CheckpointEvent, FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent,
+)
+from reversion_core.relation_file import load_relation
+from reversion_core.settings import InversionSettings
+
+
+def settings(**changes):
+    return InversionSettings(**{"max_train_steps": 3, "train_batch_size": 2, "gradient_accumulation_steps": 2, **changes})
+
+
+def run(exemplar_dir, tmp_path, pipeline, **changes):
+    return Inversion(exemplar_dir, "rel", settings(**changes), base_model=pipeline, relations_dir=tmp_path / "relations", device="cpu")
+
+
+def snapshot(pipe):
+    return {
+        name: {k: v.detach().clone() for k, v in getattr(pipe, name).state_dict().items()}
+        for name in ("unet", "vae", "text_encoder")
+    }
+
+
+def test_only_the_placeholder_row_changes_and_every_weight_stays_bit_identical(exemplar_dir, tmp_path, tiny_pipeline):
+    before = snapshot(tiny_pipeline)
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline)
+    events = list(inversion)
+    after = snapshot(tiny_pipeline)
+    table_key = next(k for k in before["text_encoder"] if k.endswith("token_embedding.weight"))
+    old_table, new_table = before["text_encoder"].pop(table_key), after["text_encoder"].pop(table_key)
+    assert new_table.shape[0] == old_table.shape[0] + 1
+    assert torch.equal(new_table[:-1], old_table)  # every original row, bit for bit
+    assert torch.equal(new_table[inversion.placeholder_id], events[-1].relation.vector)
+    assert not torch.equal(events[-1].relation.vector, old_table[inversion.tokenizer.convert_tokens_to_ids("and</w>")])
+    for name in before:
+        assert before[name].keys() == after[name].keys()
+        assert all(torch.equal(before[name][k], after[name][k]) for k in before[name]), name
+
+
+def test_events_report_each_step_and_the_saved_relation(exemplar_dir, tmp_path, tiny_pipeline):
+    events = list(run(exemplar_dir, tmp_path, tiny_pipeline))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.step for e in steps] == [1, 2, 3] and all(e.total_steps == 3 for e in steps)
+    assert all(e.lr == pytest.approx(2.5e-4 * 2 * 2) for e in steps)  # scale_lr: base x batch x accumulation
+    assert all(abs(e.loss - (e.denoise_loss + 0.01 * e.steer_loss)) < 1e-5 for e in steps)
+    assert steps[-1].eta == 0 and steps[-1].elapsed > 0
+    finished = events[-1]
+    assert isinstance(finished, FinishedEvent) and finished.path == tmp_path / "relations" / "rel"
+    card = load_relation(finished.path).card
+    assert card["steps"] == 3 and card["token"] == "<R>" and card["embedding_dim"] == 32
+    assert card["exemplar_captions"]["2.png"] == ["green triangle <R> yellow square"]
+    assert set(card["final_losses"]) == {"loss", "denoise", "steer"} and card["settings"]["temperature"] == 0.07
+    assert card["base_model"].endswith(finished.relation.base_model_id.rsplit("#")[-1])
+    assert list(load_file(finished.path / "learned_embeds.safetensors")) == ["<R>"]
+
+
+def test_negatives_are_caption_content_words_and_positives_the_56_prepositions(exemplar_dir, tmp_path, tiny_pipeline):
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline)
+    assert inversion.positive_embeds.shape == (56, 32)
+    assert {"red", "circle", "blue", "square", "background"} <= set(inversion.negative_words)
+    assert not {"a", "on", "the", "<r>"} & set(inversion.negative_words)
+
+
+def test_learning_rate_scaling_can_be_turned_off(exemplar_dir, tmp_path, tiny_pipeline):
+    step = next(iter(run(exemplar_dir, tmp_path, tiny_pipeline, scale_lr=False, max_train_steps=1)))
+    assert step.lr == pytest.approx(2.5e-4)
+
+
+def test_uniform_timesteps_switch(exemplar_dir, tmp_path, tiny_pipeline):
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, importance_sampling=False)
+    assert torch.allclose(inversion.sampler.probabilities, torch.full((1000,), 1e-3, dtype=torch.float64))
+
+
+def test_previews_show_the_validation_prompt(exemplar_dir, tmp_path, tiny_pipeline):
+    events = list(run(exemplar_dir, tmp_path, tiny_pipeline, preview_every=2, preview_images=2, preview_steps=2))
+    previews = [e for e in events if isinstance(e, PreviewEvent)]
+    assert [p.step for p in previews] == [2, 3] and previews[0].prompt == "circle <R> square"
+    assert len(previews[0].images) == 2 and previews[0].images[0].size == (16, 16)
+    assert (events[-1].path / "preview.png").is_file()
+
+
+def test_stop_mid_run_saves_the_latest_vector(exemplar_dir, tmp_path, tiny_pipeline):
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=50)
+    for event in inversion:
+        if isinstance(event, StepEvent) and event.step == 2:
+            latest = inversion.current_vector().detach().clone()
+            inversion.stop()
+    assert isinstance(event, StoppedEvent) and event.step == 2
+    saved = load_relation(event.path)
+    assert torch.equal(saved.vector, latest) and saved.card["status"] == "stopped" and saved.card["steps"] == 2
+
+
+def test_resume_from_a_checkpoint_continues_the_same_run(exemplar_dir, tmp_path, tiny_model_dir):
+    from reversion_core.base_model import load_pipeline
+
+    straight = Inversion(exemplar_dir, "straight", settings(max_train_steps=4), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu")
+    expected = list(straight)[-1].relation.vector
+
+    first = Inversion(exemplar_dir, "split", settings(max_train_steps=4, checkpoint_every=2), base_model=tiny_model_dir,
+                      relations_dir=tmp_path, checkpoint_dir=tmp_path / "ckpt", device="cpu")
+    for event in first:
+        if isinstance(event, CheckpointEvent):
+            first.stop()
+    assert isinstance(event, StoppedEvent) and event.step == 2
+
+    resumed = Inversion(exemplar_dir, "split", None, base_model=load_pipeline(tiny_model_dir, device="cpu"),
+                        relations_dir=tmp_path, resume_from=tmp_path / "ckpt", overwrite=True, device="cpu")
+    events = list(resumed)
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [3, 4]
+    assert torch.equal(events[-1].relation.vector, expected)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_vector(exemplar_dir, tmp_path, tiny_pipeline):
+    unet_forward, calls = tiny_pipeline.unet.forward, []
+
+    def poisoned(*args, **kwargs):
+        out = unet_forward(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 4:  # steps 1-2 (2 micro-batches each) are fine, step 3 turns NaN
+            out.sample = out.sample * float("nan")
+        return out
+
+    tiny_pipeline.unet.forward = poisoned
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=5)
+    for event in inversion:
+        if isinstance(event, StepEvent) and event.step == 2:
+            good = inversion.current_vector().detach().clone()
+    assert isinstance(event, FailedEvent) and event.step == 3
+    assert event.message.startswith("Training stopped at step 3 because the loss became NaN or infinite; the <R> from step 2 was kept.")
+    saved = load_relation(event.path)
+    assert torch.equal(saved.vector, good) and saved.card["status"] == "failed"
+
+
+def test_v_prediction_models_train(exemplar_dir, tmp_path, tiny_vpred_model_dir):
+    inversion = Inversion(exemplar_dir, "v", settings(), base_model=tiny_vpred_model_dir, relations_dir=tmp_path, device="cpu")
+    assert inversion.noise_scheduler.config.prediction_type == "v_prediction"
+    events = list(inversion)
+    assert isinstance(events[-1], FinishedEvent)
+    assert all(torch.isfinite(torch.tensor(e.loss)) for e in events if isinstance(e, StepEvent))
+
+
+def test_fast_loop_matches_the_reference_loop(exemplar_dir, tmp_path, tiny_model_dir):
+    fast = list(Inversion(exemplar_dir, "fast", settings(), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu"))
+    reference = Inversion(exemplar_dir, "ref", settings(reference=True), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu")
+    original = reference.text_encoder.get_input_embeddings().weight.detach().clone()
+    ref = list(reference)
+    table = reference.text_encoder.get_input_embeddings().weight
+    keep = torch.arange(len(table)) != reference.placeholder_id
+    assert torch.equal(table[keep], original[keep])  # the other rows were restored after every step
+    assert torch.allclose(fast[-1].relation.vector, ref[-1].relation.vector, atol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_result(exemplar_dir, tmp_path, tiny_model_dir):
+    plain = list(Inversion(exemplar_dir, "a", settings(max_train_steps=2), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu"))
+    ckpt = list(Inversion(exemplar_dir, "b", settings(max_train_steps=2, gradient_checkpointing=True), base_model=tiny_model_dir,
+                          relations_dir=tmp_path, device="cpu"))
+    assert torch.allclose(plain[-1].relation.vector, ckpt[-1].relation.vector, atol=1e-6)
+
+
+def test_placeholder_token_already_in_the_vocabulary_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
+    with pytest.raises(ReVersionError, match="The placeholder token 'circle' is already in the base model's vocabulary; choose another token"):
+        run(exemplar_dir, tmp_path, tiny_pipeline, placeholder_token="circle")
+
+
+def test_initializer_of_several_tokens_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
+    with pytest.raises(ReVersionError, match="The initializer 'xyzzy' is 5 tokens for this tokenizer; choose a word that is one token"):
+        run(exemplar_dir, tmp_path, tiny_pipeline, initializer_token="xyzzy")
+
+
+def test_existing_relation_folder_is_refused_before_any_step(exemplar_dir, tmp_path, tiny_pipeline):
+    (tmp_path / "relations" / "rel").mkdir(parents=True)
+    with pytest.raises(ReVersionError, match="already holds a relation; choose another name or allow overwriting"):
+        run(exemplar_dir, tmp_path, tiny_pipeline)
+
+
+def test_fp16_on_cpu_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
+    with pytest.raises(ReVersionError, match="Mixed precision fp16 needs a GPU"):
+        run(exemplar_dir, tmp_path, tiny_pipeline, mixed_precision="fp16")
