@@ -1,0 +1,65 @@
+"""``python -m reversion_core world ...``: render scenes, grids and the benchmark's exemplar sets."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .benchmark import write_benchmark, write_exemplar_set
+from .captions import full_caption
+from .dataset import random_scene
+from .entities import BACKGROUNDS, parse_entity
+from .relations import RELATION_NAMES, get_relation
+from .render import Scene, render
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("world", help="render scenes of the synthetic relation world", description=__doc__)
+    sub = p.add_subparsers(dest="world_command", required=True)
+    r = sub.add_parser("render", help="one scene to a PNG")
+    r.add_argument("--relation", required=True, choices=RELATION_NAMES)
+    r.add_argument("--entity-a", required=True, help='e.g. "red circle" or "striped blue square"')
+    r.add_argument("--entity-b", required=True)
+    r.add_argument("--background", default="plain", choices=BACKGROUNDS)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--size", type=int, default=128)
+    r.add_argument("--out", required=True)
+    g = sub.add_parser("grid", help="a grid of random scenes (one row per relation) with their captions")
+    g.add_argument("--per-relation", type=int, default=8)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--size", type=int, default=64)
+    g.add_argument("--out", required=True)
+    b = sub.add_parser("benchmark", help="write every relation's exemplar set (ReVersion layout)")
+    b.add_argument("--out", default="assets/benchmark")
+    b.add_argument("--relation", choices=RELATION_NAMES, help="only this relation")
+    b.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    if args.world_command == "render":
+        try:
+            a, b = parse_entity(args.entity_a), parse_entity(args.entity_b)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}")
+        if a.colour == b.colour:
+            raise SystemExit("error: the two entities need different colours, or the world cannot tell them apart.")
+        scene = Scene(get_relation(args.relation).name, a, b, args.background)
+        Image.fromarray(render(scene, args.seed, args.size)).save(args.out)
+        print(f"{full_caption(scene, 3)} -> {args.out}")
+    elif args.world_command == "grid":
+        rng = np.random.default_rng(args.seed)
+        rows = []
+        for rel in RELATION_NAMES:
+            tiles = [render(random_scene(rng, rel), int(rng.integers(2**31)), args.size) for _ in range(args.per_relation)]
+            rows.append(np.concatenate(tiles, 1))
+        Image.fromarray(np.concatenate(rows, 0)).save(args.out)
+        print(f"{len(RELATION_NAMES)} relations x {args.per_relation} scenes -> {args.out}")
+    else:
+        folders = [write_exemplar_set(args.relation, Path(args.out) / args.relation, args.seed)] if args.relation else write_benchmark(args.out, args.seed)
+        for f in folders:
+            print(f"wrote {f}")
+    return 0

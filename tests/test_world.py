@@ -1,0 +1,137 @@
+"""The synthetic relation world: renderer and scorer agree, renders are deterministic, sets are complete."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reversion_core.world import (
+    ALL_ENTITIES, BACKGROUNDS, PATTERNS, RELATION_NAMES, RELATIONS, Entity, Scene, caption, full_caption,
+    parse_entity, read_scene, render, score, shows_appearance, world_vocabulary,
+)
+from reversion_core.world.dataset import held_out_pairs, stream, training_pairs
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = ROOT / "assets" / "benchmark"
+
+
+def random_scenes(n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        rel = RELATION_NAMES[i % len(RELATION_NAMES)]
+        ia, ib = rng.choice(len(ALL_ENTITIES), 2, replace=False)
+        a, b = ALL_ENTITIES[ia], ALL_ENTITIES[ib]
+        if a.colour == b.colour:
+            b = Entity(b.shape, next(c for c in ("red", "green", "blue") if c != a.colour))
+        if rel != "made_of":
+            a = Entity(a.shape, a.colour, rng.choice([None, None, *PATTERNS]))
+            b = Entity(b.shape, b.colour, rng.choice([None, None, *PATTERNS]))
+        yield Scene(rel, a, b, str(rng.choice(BACKGROUNDS))), i
+
+
+def test_scorer_reads_fresh_renders_at_least_98_percent_right():
+    per_relation = {r: [0, 0, 0] for r in RELATION_NAMES}
+    for scene, seed in random_scenes(400, seed=2024):
+        s = score(render(scene, seed), scene.relation, scene.entity_a, scene.entity_b)
+        per_relation[scene.relation][0] += 1
+        per_relation[scene.relation][1] += s.relation_ok
+        per_relation[scene.relation][2] += s.entities_ok
+    n = sum(v[0] for v in per_relation.values())
+    relation_acc = sum(v[1] for v in per_relation.values()) / n
+    entity_acc = sum(v[2] for v in per_relation.values()) / n
+    assert relation_acc >= 0.98, per_relation
+    assert entity_acc >= 0.98, per_relation
+
+
+def test_rendering_is_deterministic_for_a_seed():
+    scene = Scene("hanging_from", Entity("circle", "red", "dotted"), Entity("square", "blue"), "striped")
+    assert np.array_equal(render(scene, 7), render(scene, 7))
+    assert not np.array_equal(render(scene, 7), render(scene, 8))
+
+
+def test_stream_is_deterministic_and_captions_use_the_phrase():
+    first = [(img, cap) for img, cap, _ in (next(stream(3)) for _ in range(1))]
+    again = next(stream(3))
+    assert np.array_equal(first[0][0], again[0]) and first[0][1] == again[1]
+    img, cap, scene = again
+    assert RELATIONS[scene.relation].phrase in cap and img.shape == (32, 32, 3)
+
+
+def test_held_out_pairs_never_appear_in_training_pairs():
+    for rel in RELATION_NAMES:
+        held = set(held_out_pairs(rel))
+        assert held and held.isdisjoint(training_pairs(rel))
+
+
+def test_captions_have_three_levels_of_detail():
+    scene = Scene("above", Entity("circle", "red"), Entity("square", "blue", "striped"), "dotted")
+    assert caption(scene, 1) == "circle <R> square"
+    assert caption(scene, 2) == "a red circle <R> a blue square"
+    assert caption(scene, 3) == "a red circle <R> a striped blue square, on a dotted background"
+    assert full_caption(scene, 2) == "a red circle above a blue square"
+
+
+def test_scorer_says_not_found_on_noise_and_blank_images():
+    rng = np.random.default_rng(0)
+    for img in (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), np.full((32, 32, 3), 245, np.uint8),
+                rng.random((64, 64, 3)).astype(np.float32)):
+        reading = read_scene(img)
+        assert reading.relation is None
+    assert not score(np.zeros((32, 32, 3), np.uint8), "above", Entity("circle", "red"), Entity("square", "blue")).relation_ok
+
+
+def test_scorer_degrades_gracefully_on_noisy_renders():
+    scene = Scene("inside", Entity("circle", "red"), Entity("square", "blue"))
+    img = render(scene, 1).astype(np.float32)
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 60, img.shape), 0, 255).astype(np.uint8)
+    read_scene(noisy)  # must not raise
+    off = np.clip(img * 0.6 + 40, 0, 255).astype(np.uint8)  # washed-out colours
+    read_scene(off)
+
+
+def test_appearance_detection_finds_backgrounds_and_entity_patterns():
+    plain = render(Scene("above", Entity("circle", "red"), Entity("square", "blue")), 0)
+    dotted_bg = render(Scene("above", Entity("circle", "red"), Entity("square", "blue"), "dotted"), 0)
+    striped_b = render(Scene("above", Entity("circle", "red"), Entity("square", "blue", "striped")), 0)
+    assert shows_appearance(dotted_bg, {"target": "background", "pattern": "dotted"})
+    assert not shows_appearance(plain, {"target": "background", "pattern": "dotted"})
+    assert shows_appearance(striped_b, {"target": "entity_b", "pattern": "striped"})
+    assert not shows_appearance(plain, {"target": "entity_b", "pattern": "striped"})
+
+
+def test_parse_entity_reads_words_and_rejects_unknown_ones():
+    assert parse_entity("a striped blue square") == Entity("square", "blue", "striped")
+    with pytest.raises(ValueError, match="not an entity of the world"):
+        parse_entity("purple cow")
+
+
+@pytest.mark.parametrize("relation", RELATION_NAMES)
+def test_every_relation_has_a_complete_exemplar_set(relation):
+    folder = BENCHMARK / relation
+    texts = json.loads((folder / "text.json").read_text())
+    assert 4 <= len(texts) <= 10
+    for name, captions in texts.items():
+        assert (folder / name).exists() and len(captions) == 3 and all("<R>" in c for c in captions)
+    meta = json.loads((folder / "relation.json").read_text())
+    assert meta["phrase"] == RELATIONS[relation].phrase and meta["description"] and meta["nuisance"]
+    templates = json.loads((folder / "templates.json").read_text())
+    assert len(templates) == 100 and len(set(templates)) == 100
+    used = {(s["entity_a"], s["entity_b"]) for s in meta["scenes"]}
+    vocab = set(world_vocabulary())
+    for t in templates:
+        a, b = (part.strip() for part in t.split("<R>"))
+        ea, eb = parse_entity(a), parse_entity(b)  # every template names entities the world can draw
+        assert ea.colour != eb.colour and set(a.split() + b.split()) <= vocab
+        assert (a, b) not in used
+
+
+def test_exemplar_sets_share_their_nuisance_appearance():
+    for relation in RELATION_NAMES:
+        folder = BENCHMARK / relation
+        meta = json.loads((folder / "relation.json").read_text())
+        from PIL import Image
+
+        shown = [shows_appearance(Image.open(folder / s["file"]).convert("RGB"), meta["nuisance"]) for s in meta["scenes"]]
+        assert all(shown), (relation, shown)
