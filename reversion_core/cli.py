@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -162,7 +163,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    slug = "".join(c if c.isalnum() else "_" for c in result.prompt)[:60].strip("_")
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", result.prompt).strip("_")[:60]
     for image, seed in zip(result.images, result.seeds):
         path = out / f"{slug}-seed{seed}.png"
         image.save(path)

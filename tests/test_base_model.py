@@ -1,0 +1,69 @@
+"""Base-model loading: the SD 1.5 code path on tiny components, and one sentence for each way it can fail."""
+import importlib.util
+import json
+
+import pytest
+
+from reversion_core.base_model import (
+    DEFAULT_BASE_MODEL, SD15_HUB_ID, base_model_id, load_pipeline, resolve_source, same_base_model,
+)
+from reversion_core.errors import ReVersionError
+
+
+def test_diffusers_folder_loads_real_classes(tiny_pipeline):
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    assert isinstance(tiny_pipeline, StableDiffusionPipeline)
+    assert isinstance(tiny_pipeline.unet, UNet2DConditionModel) and isinstance(tiny_pipeline.vae, AutoencoderKL)
+    assert isinstance(tiny_pipeline.text_encoder, CLIPTextModel) and isinstance(tiny_pipeline.tokenizer, CLIPTokenizer)
+    assert tiny_pipeline.tokenizer.tokenize("circle above square") == ["circle</w>", "above</w>", "square</w>"]
+
+
+def test_default_is_the_embedded_model_else_sd15(monkeypatch):
+    monkeypatch.delenv("REVERSION_BASE_MODEL", raising=False)
+    assert DEFAULT_BASE_MODEL.parts[-2:] == ("assets", "base-model")
+    expected = str(DEFAULT_BASE_MODEL) if (DEFAULT_BASE_MODEL / "model_index.json").is_file() else SD15_HUB_ID
+    assert resolve_source(None) == expected
+
+
+def test_hub_model_not_on_this_machine(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ReVersionError, match=r"The base model 'nobody/no-such-model' is not on this machine and could not be downloaded; .* pass its local diffusers folder or .safetensors checkpoint"):
+        load_pipeline("nobody/no-such-model", device="cpu")
+
+
+def test_missing_local_path():
+    with pytest.raises(ReVersionError, match=r"Base model ./nowhere/model does not exist; give a diffusers folder"):
+        load_pipeline("./nowhere/model", device="cpu")
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(ReVersionError, match="is not a diffusers model folder \\(it has no model_index.json\\)"):
+        load_pipeline(tmp_path, device="cpu")
+
+
+def test_single_file_checkpoint_that_cannot_be_read(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ReVersionError, match="Checkpoint model.safetensors could not be loaded as a Stable Diffusion 1.x model"):
+        load_pipeline(tmp_path / "model.safetensors", device="cpu")
+
+
+def test_single_file_with_other_suffix_is_refused(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"x")
+    with pytest.raises(ReVersionError, match="is not a .safetensors or .ckpt checkpoint"):
+        load_pipeline(tmp_path / "model.onnx", device="cpu")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers is installed here")
+def test_xformers_asked_for_but_absent(tiny_model_dir):
+    with pytest.raises(ReVersionError, match="xformers attention was asked for but the xformers package is not installed"):
+        load_pipeline(tiny_model_dir, device="cpu", attention="xformers")
+
+
+def test_base_model_id_names_the_model_and_hashes_its_text_encoder(tiny_pipeline, tiny_model_dir, tiny_vpred_model_dir):
+    first = base_model_id(tiny_pipeline, tiny_model_dir)
+    assert first.startswith("model#") and len(first.split("#")[1]) == 10
+    assert base_model_id(load_pipeline(tiny_model_dir, device="cpu"), tiny_model_dir) == first
+    assert same_base_model(first, "some/hub-id#" + first.split("#")[1])
+    assert not same_base_model(first, "model#0000000000") and not same_base_model(first, None)
