@@ -135,3 +135,13 @@ def test_exemplar_sets_share_their_nuisance_appearance():
 
         shown = [shows_appearance(Image.open(folder / s["file"]).convert("RGB"), meta["nuisance"]) for s in meta["scenes"]]
         assert all(shown), (relation, shown)
+
+
+@pytest.mark.parametrize("relation", RELATION_NAMES)
+def test_exemplar_sets_load_through_the_engine_loader(relation):
+    from reversion_core.exemplars import load_exemplars
+
+    exemplars = load_exemplars(BENCHMARK / relation)
+    assert len(exemplars) == 6
+    texts = json.loads((BENCHMARK / relation / "text.json").read_text())
+    assert sum(len(c) for c in texts.values()) == 18
