@@ -169,6 +169,8 @@ class Inversion:
 
         # Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync.
         mixed_precision = "no" if s.reference else s.mixed_precision
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use the CPU.")
         use_cpu = device == "cpu" or not torch.cuda.is_available()
         if use_cpu and mixed_precision == "fp16":
             raise ReVersionError("Mixed precision fp16 needs a GPU; use 'no' (or 'bf16') on CPU.")

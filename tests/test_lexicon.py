@@ -21,3 +21,12 @@ def test_prepositions_function_words_and_placeholders_are_never_negatives():
 
 def test_pos_backend_reports_which_decider_is_used():
     assert pos_backend() in {"nltk", "closed-class"}
+
+
+def test_nltk_tags_decide_when_its_tagger_is_used(monkeypatch):
+    import nltk
+
+    tags = {"cat": "NN", "sits": "VBZ", "fluffy": "JJ", "quickly": "RB", "is": "VBZ", "box": "NN"}
+    monkeypatch.setattr(nltk, "pos_tag", lambda words: [(w, tags.get(w, "DT")) for w in words])
+    words = content_words("the fluffy cat is <R> quickly sits box", ["<R>"], backend="nltk")
+    assert words == ["fluffy", "cat", "sits", "box"]  # adverbs dropped by tag, "is" dropped as a function word
