@@ -302,7 +302,9 @@ class Inversion:
     def _splice(self, module, args, output):
         """Forward hook on the token embedding: put the current <R> wherever the placeholder id appears."""
         relation = self.relation_ddp if torch.is_grad_enabled() else self.relation
-        return relation(args[0], output)
+        # Accelerate returns a prepared module's outputs in fp32 under mixed precision; the text encoder's
+        # layers are in the run's dtype (CPU layer_norm refuses a mix), so hand back the table's dtype.
+        return relation(args[0], output).to(output.dtype)
 
     def current_vector(self) -> torch.Tensor:
         if self.settings.reference:

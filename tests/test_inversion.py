@@ -181,3 +181,10 @@ def test_existing_relation_folder_is_refused_before_any_step(exemplar_dir, tmp_p
 def test_fp16_on_cpu_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
     with pytest.raises(ReVersionError, match="Mixed precision fp16 needs a GPU"):
         run(exemplar_dir, tmp_path, tiny_pipeline, mixed_precision="fp16")
+
+
+def test_bf16_mixed_precision_trains_on_cpu_and_keeps_the_vector_fp32(exemplar_dir, tmp_path, tiny_pipeline):
+    events = list(run(exemplar_dir, tmp_path, tiny_pipeline, mixed_precision="bf16", max_train_steps=2))
+    assert isinstance(events[-1], FinishedEvent)
+    assert all(torch.isfinite(torch.tensor(e.loss)) for e in events if isinstance(e, StepEvent))
+    assert events[-1].relation.vector.dtype == torch.float32
