@@ -22,8 +22,8 @@ COMMANDS: dict[str, str] = {
     "train": "reversion_core.cli:TRAIN",
     "generate": "reversion_core.cli:GENERATE",
     "inspect": "reversion_core.cli:INSPECT",
-    # "world": "reversion_core.world.cli",
-    # "evaluate": "reversion_core.evaluation_cli",
+    "world": "reversion_core.world.cli",
+    "evaluate": "reversion_core.evaluation_cli",
 }
 
 
