@@ -145,3 +145,21 @@ def test_exemplar_sets_load_through_the_engine_loader(relation):
     assert len(exemplars) == 6
     texts = json.loads((BENCHMARK / relation / "text.json").read_text())
     assert sum(len(c) for c in texts.values()) == 18
+
+
+def test_world_cli_renders_the_same_png_for_the_same_seed(tmp_path, capsys):
+    from reversion_core.cli import main
+
+    args = ["world", "render", "--relation", "hanging_from", "--entity-a", "red circle", "--entity-b", "blue square", "--seed", "4"]
+    assert main(args + ["--out", str(tmp_path / "a.png")]) == 0
+    assert main(args + ["--out", str(tmp_path / "b.png")]) == 0
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert main(["world", "grid", "--per-relation", "2", "--out", str(tmp_path / "g.png")]) == 0
+
+
+def test_world_cli_refuses_an_unknown_entity_in_one_sentence(tmp_path, capsys):
+    from reversion_core.cli import main
+
+    code = main(["world", "render", "--relation", "above", "--entity-a", "red cow", "--entity-b", "blue square", "--out", str(tmp_path / "x.png")])
+    assert code == 2
+    assert "is not an entity of the world" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import ReVersionError
 from .benchmark import write_benchmark, write_exemplar_set
 from .captions import full_caption
 from .dataset import random_scene
@@ -15,8 +16,10 @@ from .relations import RELATION_NAMES, get_relation
 from .render import Scene, render
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("world", help="render scenes of the synthetic relation world", description=__doc__)
+HELP = "render scenes, grids and exemplar sets of the synthetic relation world"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="world_command", required=True)
     r = sub.add_parser("render", help="one scene to a PNG")
     r.add_argument("--relation", required=True, choices=RELATION_NAMES)
@@ -35,8 +38,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--out", default="assets/benchmark")
     b.add_argument("--relation", choices=RELATION_NAMES, help="only this relation")
     b.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=run)
-    return p
 
 
 def run(args) -> int:
@@ -44,9 +45,9 @@ def run(args) -> int:
         try:
             a, b = parse_entity(args.entity_a), parse_entity(args.entity_b)
         except ValueError as e:
-            raise SystemExit(f"error: {e}")
+            raise ReVersionError(str(e)) from None
         if a.colour == b.colour:
-            raise SystemExit("error: the two entities need different colours, or the world cannot tell them apart.")
+            raise ReVersionError("The two entities need different colours, or the world cannot tell them apart.")
         scene = Scene(get_relation(args.relation).name, a, b, args.background)
         Image.fromarray(render(scene, args.seed, args.size)).save(args.out)
         print(f"{full_caption(scene, 3)} -> {args.out}")
