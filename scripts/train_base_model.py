@@ -157,7 +157,11 @@ def main(argv=None):
     p.add_argument("--eval-per-relation", type=int, default=8)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--work", default="runs/base-model")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--vae-batch", type=int, default=32)
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(args.seed)
     work, out = Path(args.work), Path(args.out)
@@ -184,7 +188,7 @@ def main(argv=None):
         vae = AutoencoderKL.from_pretrained(vae_path)
         log("reusing trained VAE")
     else:
-        train_vae(vae, images, args.vae_steps, 32, 2e-3, log)
+        train_vae(vae, images, args.vae_steps, args.vae_batch, 2e-3, log)
         vae.save_pretrained(vae_path)
     vae.eval().requires_grad_(False)
     means, stds = encode_pool(vae, images)
