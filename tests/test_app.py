@@ -1,0 +1,306 @@
+"""The Gradio app, driven through gradio_client against a server this module launches (tiny model, offline)."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = "shipped_above"
+# steps, lr, batch, seed, steering, lambda_steer, importance, alpha, positives, temperature, grad_accum, preview_every, prompt
+QUICK = [3, 2.5e-4, 1, 0, True, 0.01, True, 0.5, 4, 0.07, 1, 2, "circle <R> square"]
+LONG = [2000, *QUICK[1:]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_shipped_relation(model_dir: Path, relations_dir: Path) -> None:
+    """A relation folder as the project ships them, learned (here: drawn at random) on the tiny model."""
+    from reversion_core.base_model import base_model_id, load_pipeline
+    from reversion_core.relation_file import RelationPrompt, save_relation
+
+    pipe = load_pipeline(model_dir, device="cpu")
+    vector = torch.randn(pipe.text_encoder.get_input_embeddings().weight.shape[1], generator=torch.Generator().manual_seed(0))
+    card = {"base_model": base_model_id(pipe, model_dir), "steps": 100, "status": "finished", "relation": {"name": "above"}}
+    save_relation(RelationPrompt(SHIPPED, "<R>", vector, card, Image.new("RGB", (16, 16), "red")), relations_dir)
+
+
+def launch_app(model_dir: Path, relations_dir: Path, temp_dir: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REVERSION_TEMP_DIR": str(temp_dir), "PYTHONUNBUFFERED": "1"}
+    env.pop("REVERSION_BASE_MODEL", None)
+    log = open(temp_dir.parent / "app.log", "w")  # outside the app's folders: it must not be served
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--base-model", str(model_dir), "--relations-dir", str(relations_dir),
+         "--benchmark-dir", str(ROOT / "assets" / "benchmark"), "--port", str(port)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with status {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    raise TimeoutError(f"the app did not serve {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tmp_path_factory):
+    """(url, relations_dir, temp_dir) of a running app on the tiny model with one shipped relation."""
+    base = tmp_path_factory.mktemp("app")
+    relations_dir, temp_dir = base / "relations", base / "tmp"
+    temp_dir.mkdir()
+    make_shipped_relation(tiny_model_dir, relations_dir)
+    port = free_port()
+    process = launch_app(tiny_model_dir, relations_dir, temp_dir, port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_served(url, process)
+        yield url, relations_dir, temp_dir
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def client(app):
+    return Client(app[0], verbose=False)
+
+
+def error_of(call) -> str:
+    with pytest.raises(AppError) as info:
+        call()
+    return html.unescape(str(info.value))
+
+
+def train_args(name: str, numbers=QUICK, source="Benchmark set", files=(), captions="", overwrite=False) -> list:
+    return [source, "above", [handle_file(f) for f in files], captions, name, overwrite, *numbers]
+
+
+def relation_names(client: Client) -> list[str]:
+    update = client.predict(None, api_name="/list_relations")
+    return [c[0] if isinstance(c, (list, tuple)) else c for c in update["choices"]]
+
+
+def generate(client: Client, relation, a="red circle", b="blue square", mode="Entities", prompt="", n=2):
+    return client.predict(relation, mode, a, b, prompt, "", "", n, 4, 7.5, 0, api_name="/generate")
+
+
+def write_image(path: Path, colour=(200, 40, 40)) -> Path:
+    Image.new("RGB", (24, 24), colour).save(path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- the happy paths
+def test_lists_the_shipped_relation(client):
+    assert relation_names(client) == [SHIPPED]
+
+
+def test_generates_images_with_a_shipped_relation(client):
+    images, prompt = generate(client, SHIPPED, n=2)
+    assert len(images) == 2
+    assert "red circle <R> blue square" in prompt
+    with Image.open(images[0]["image"]) as image:
+        assert image.size[0] >= 128  # 16 px images are shown upscaled
+
+
+def test_free_prompt_mode_takes_any_text_with_the_placeholder(client):
+    images, prompt = generate(client, SHIPPED, a="", b="", mode="Free prompt", prompt="a yellow triangle <R> a green square", n=1)
+    assert len(images) == 1 and "yellow triangle <R> a green square" in prompt
+
+
+def test_a_short_training_streams_losses_and_previews_and_appears_in_the_relation_list(client, app):
+    job = client.submit(*train_args("trained_quick"), api_name="/train")
+    outputs = list(job)
+    status, plot, _steer, previews, nearest, dropdown = job.outputs()[-1]
+    assert status.startswith("Finished at step 3")
+    assert {row[0] for row in plot["data"]} == {1, 2, 3}
+    assert previews and nearest["confidences"]
+    assert "trained_quick" in [c[0] for c in dropdown["choices"]]
+    assert len(outputs) >= 2  # streamed, not one answer at the end
+    assert (app[1] / "trained_quick" / "learned_embeds.safetensors").is_file()
+    assert "trained_quick" in relation_names(client)
+
+
+def test_trains_on_uploaded_images_with_captions(client, tmp_path):
+    files = [write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png", (30, 160, 60))]
+    captions = "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
+    job = client.submit(*train_args("from_upload", source="Upload", files=files, captions=captions), api_name="/train")
+    assert job.result()[0].startswith("Finished")
+
+
+def test_uploaded_text_json_gives_the_captions(client, tmp_path):
+    files = [write_image(tmp_path / "1.png"), tmp_path / "text.json"]
+    files[1].write_text(json.dumps({"1.png": ["red circle {} blue square"]}))
+    message = client.predict(*train_args("from_json", source="Upload", files=files), api_name="/prepare_training")
+    assert "from_json" in message
+
+
+def test_imports_an_official_learned_embeds_bin_and_generates_with_it(client, tmp_path):
+    path = tmp_path / "learned_embeds.bin"
+    torch.save({"<R>": torch.randn(32)}, path)
+    client.predict([handle_file(path)], "imported_bin", False, None, api_name="/import_relation")
+    assert "imported_bin" in relation_names(client)
+    images, _ = generate(client, "imported_bin", n=1)
+    assert len(images) == 1
+
+
+def test_downloads_a_relation_as_a_zip_that_imports_again(client, tmp_path):
+    import zipfile
+
+    path = Path(client.predict(SHIPPED, api_name="/download_relation")["value"])
+    assert path.suffix == ".zip"
+    assert sorted(zipfile.ZipFile(path).namelist()) == sorted(
+        [f"{SHIPPED}/card.json", f"{SHIPPED}/learned_embeds.safetensors", f"{SHIPPED}/preview.png"])
+    client.predict([handle_file(path)], "reimported", False, None, api_name="/import_relation")
+    assert "reimported" in relation_names(client)
+
+
+def test_browses_a_benchmark_set_with_every_caption_and_template(client):
+    gallery, captions, description, templates = client.predict("above", api_name="/benchmark_set")
+    assert len(gallery) == 6 and len(captions["data"]) == 18
+    assert "floats above" in description
+    assert len(templates["data"]) == 100
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def test_no_images_is_refused(client):
+    message = error_of(lambda: client.predict(*train_args("x", source="Upload"), api_name="/prepare_training"))
+    assert message.startswith("No exemplar images")
+
+
+def test_images_without_captions_are_refused(client, tmp_path):
+    files = [write_image(tmp_path / "a.png")]
+    message = error_of(lambda: client.predict(*train_args("x", source="Upload", files=files), api_name="/prepare_training"))
+    assert "no captions" in message
+
+
+def test_captions_without_the_placeholder_are_refused(client, tmp_path):
+    files = [write_image(tmp_path / "a.png")]
+    message = error_of(lambda: client.predict(*train_args("x", source="Upload", files=files, captions="cat on box"),
+                                              api_name="/prepare_training"))
+    assert "has no placeholder" in message and "<R>" in message
+
+
+def test_a_corrupt_image_is_refused(client, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really an image")
+    message = error_of(lambda: client.predict(*train_args("x", source="Upload", files=[bad], captions="a <R> b"),
+                                              api_name="/prepare_training"))
+    assert message == "File broken.png is not a readable image (jpg, png or webp)."
+
+
+def test_a_50_megabyte_image_is_resized_not_rejected(client, tmp_path, app):
+    big = tmp_path / "big.png"
+    noise = torch.randint(0, 256, (4100, 4100, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy()
+    Image.fromarray(noise).save(big, compress_level=0)
+    assert big.stat().st_size > 50e6
+    job = client.submit(*train_args("from_big", numbers=[1, *QUICK[1:]], source="Upload", files=[big], captions="a <R> b"),
+                        api_name="/train")
+    assert job.result()[0].startswith("Finished")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
+def test_a_relation_name_with_path_parts_is_refused_and_nothing_is_written(client, app, name):
+    message = error_of(lambda: client.predict(*train_args(name), api_name="/prepare_training"))
+    assert "is not allowed" in message
+    message = error_of(lambda: client.submit(*train_args(name), api_name="/train").result())
+    assert "is not allowed" in message
+    assert not (app[1].parent / "escape").exists() and not (app[1] / "a").exists()
+
+
+def test_an_existing_name_asks_before_overwriting(client):
+    message = error_of(lambda: client.predict(*train_args(SHIPPED), api_name="/prepare_training"))
+    assert message == f"A relation named {SHIPPED!r} already exists; tick 'Overwrite' or choose another name."
+    assert "Starting" in client.predict(*train_args(SHIPPED, overwrite=True), api_name="/prepare_training")
+
+
+def test_a_relation_file_of_the_wrong_size_is_refused(client, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "small.safetensors"
+    save_file({"<R>": torch.randn(7)}, str(path))
+    message = error_of(lambda: client.predict([handle_file(path)], "", False, None, api_name="/import_relation"))
+    assert message == "Relation 'small' has a vector of size 7 but the base model's text encoder uses size 32."
+
+
+def test_a_relation_file_of_the_wrong_format_is_refused(client, tmp_path):
+    path = tmp_path / "junk.bin"
+    path.write_bytes(b"this is not a torch file at all")
+    message = error_of(lambda: client.predict([handle_file(path)], "junk", False, None, api_name="/import_relation"))
+    assert message.startswith("junk.bin ") and message.endswith("{token: tensor} dictionary.")
+
+
+def test_empty_entity_boxes_are_refused(client):
+    message = error_of(lambda: generate(client, SHIPPED, a="", b=" "))
+    assert message == "Give both entities (A and B) or a prompt containing <R>."
+
+
+def test_a_stopped_training_keeps_the_latest_relation(client, app):
+    job = client.submit(*train_args("stopped_run", numbers=LONG), api_name="/train")
+    for update in job:
+        if "step" in update[0] and update[1]["data"]:
+            break
+    assert "Stopping" in client.predict(api_name="/stop")
+    status = job.result()[0]
+    assert status.startswith("Stopped at step")
+    card = json.loads((app[1] / "stopped_run" / "card.json").read_text())
+    assert card["status"] == "stopped" and 0 < card["steps"] < 2000
+
+
+def test_two_sessions_training_at_once_queue_and_the_second_is_told_it_waits(app):
+    first, second = Client(app[0], verbose=False), Client(app[0], verbose=False)
+    job = first.submit(*train_args("first_of_two", numbers=LONG), api_name="/train")
+    for update in job:
+        if update[1]["data"]:
+            break
+    assert second.predict(*train_args("second_of_two"), api_name="/prepare_training").startswith("Waiting")
+    assert "another session" in second.predict(api_name="/stop")  # a second session cannot stop the first's run
+    waiting = second.submit(*train_args("second_of_two"), api_name="/train")
+    time.sleep(1.0)
+    assert not waiting.done()
+    first.predict(api_name="/stop")
+    assert job.result()[0].startswith("Stopped")
+    # the Stop pressed while waiting cancelled the queued run; a fresh Start runs
+    assert "cancelled" in waiting.result()[0]
+    second.predict(*train_args("second_of_two"), api_name="/prepare_training")
+    assert second.submit(*train_args("second_of_two"), api_name="/train").result()[0].startswith("Finished")
+
+
+def test_files_outside_the_app_folders_are_not_served(app):
+    for path in ("/etc/passwd", str(ROOT / "app.py"), str(app[1].parent / "app.log"), f"{app[1]}/../app.log"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{app[0]}gradio_api/file={path}", timeout=5)
+        assert info.value.code in (403, 404)
+
+
+def test_the_app_keeps_serving_after_bad_input(client):
+    assert SHIPPED in relation_names(client)
