@@ -368,27 +368,48 @@ def method_settings(config: EvaluationConfig, method: str, seed: int) -> Inversi
     return InversionSettings.from_dict(values)
 
 
-def _relation_is_current(folder: Path, settings: InversionSettings) -> bool:
-    card = folder / "card.json"
-    if not card.is_file():
-        return False
-    try:
-        data = json.loads(card.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return data.get("status") == "finished" and data.get("settings") == json.loads(json.dumps(settings.to_dict()))
+def weights_fingerprint(pipe) -> str:
+    """A cheap fingerprint of a pipeline's weights (names, shapes and the ends of every tensor): cached results
+    from another base model, or from an earlier checkpoint of the same one, are never reused."""
+    digest = hashlib.sha1()
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        for name, tensor in part.state_dict().items():
+            flat = tensor.detach().reshape(-1).float().cpu()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(torch_bytes(flat[:32]) + torch_bytes(flat[-32:]))
+    return digest.hexdigest()[:16]
 
 
-def learn(job: Job, relation: BenchmarkRelation, config: EvaluationConfig, log: Callable[[str], None] = print, process: int = 0) -> dict[str, Any]:
-    """Train one relation prompt (or reuse a finished one with the same settings); write its loss curve as CSV."""
+def torch_bytes(tensor) -> bytes:
+    return tensor.numpy().tobytes()
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of an exemplar folder's files (names and bytes)."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def learn(
+    job: Job, relation: BenchmarkRelation, config: EvaluationConfig, base_fingerprint: str, log: Callable[[str], None] = print,
+    process: int = 0,
+) -> dict[str, Any]:
+    """Train one relation prompt, or reuse the one a previous run trained with the same settings, exemplars and
+    base weights; write its loss curve (CSV) and what it was trained from (JSON) under ``training/``."""
     from .inversion import FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
 
     out = Path(config.out_dir)
     settings = method_settings(config, job.method, job.seed)
     relations_dir = out / "relations" / job.method
     curve = out / "training" / job.method / f"{job.name}.csv"
-    if _relation_is_current(relations_dir / job.name, settings) and curve.is_file():
-        return {"job": asdict(job), "status": "cached", "process": process}
+    made_from = {"settings": settings.to_dict(), "base_weights": base_fingerprint, "exemplars": folder_fingerprint(relation.folder)}
+    sidecar = curve.with_suffix(".json")
+    if (relations_dir / job.name / "card.json").is_file() and curve.is_file() and sidecar.is_file():
+        previous = json.loads(sidecar.read_text())
+        if previous.get("made_from") == json.loads(json.dumps(made_from)) and previous.get("status") == "finished":
+            return {**previous["summary"], "status": "cached", "process": process}
     start = time.perf_counter()
     with one_process_world():
         run = Inversion(
@@ -412,7 +433,11 @@ def learn(job: Job, relation: BenchmarkRelation, config: EvaluationConfig, log: 
         writer.writerows(rows)
     elapsed = time.perf_counter() - start
     log(f"learned {job.method} {job.name} in {elapsed:.0f}s ({status}{': ' + message if message else ''})")
-    return {"job": asdict(job), "status": status, "message": message, "elapsed_s": round(elapsed, 1), "process": process}
+    summary = {"job": asdict(job), "status": status, "message": message, "elapsed_s": round(elapsed, 1), "process": process}
+    if rows:
+        summary["final_denoise_loss"] = round(sum(r[2] for r in rows[-20:]) / len(rows[-20:]), 5)
+    sidecar.write_text(json.dumps({"made_from": made_from, "status": status, "summary": summary}, indent=1, default=str))
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -447,6 +472,7 @@ class Sampler:
         self.pipe = self.generator.pipeline
         self.pipe.set_progress_bar_config(disable=True)
         self.base_model_id = self.generator.base_model_id
+        self.base_fingerprint = weights_fingerprint(self.pipe)
 
     def prompts(self, job: Job, relation: BenchmarkRelation, templates: Sequence[str]) -> tuple[list[str], str]:
         """The prompts of a batch and what stands for <R> (the phrase, or the learned vector's hash)."""
@@ -497,7 +523,7 @@ def run_unit(unit: Unit, relation: BenchmarkRelation, sampler: Sampler, scorer, 
     prompts, stands_for = sampler.prompts(unit.job, relation, templates)
     key_data = {
         "unit": [asdict(unit.job), unit.places], "prompts": prompts, "r": stands_for, "seeds": seeds,
-        "base_model": sampler.base_model_id, "steps": config.inference_steps, "guidance": config.guidance_scale,
+        "base_model": sampler.base_model_id, "weights": sampler.base_fingerprint, "steps": config.inference_steps, "guidance": config.guidance_scale,
         "scorer": scorer.kind, "nuisance": relation.nuisance,
     }
     key = hashlib.sha1(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
@@ -596,16 +622,17 @@ def evaluate(config: EvaluationConfig, progress: bool = True, log: Callable[[str
     out.mkdir(parents=True, exist_ok=True)
     device = config.device or (str(state.device) if state.device.type != "cpu" else "cpu")
 
+    sampler = Sampler(config, device)  # loads the base model once per process
+
     # 1. Learn: each process trains its share of the (method, relation, seed) jobs, alone.
     jobs = [Job(m, r.name, int(s)) for m in config.methods if METHODS[m].overrides is not None for r in relations for s in config.seeds]
     mine = jobs[state.process_index :: state.num_processes]
     if main:
         say(f"learning {len(jobs)} relation prompts ({config.train_steps} steps each) on {state.num_processes} process(es)")
-    training = [learn(job, by_name[job.relation], config, say, state.process_index) for job in mine]
+    training = [learn(job, by_name[job.relation], config, sampler.base_fingerprint, say, state.process_index) for job in mine]
     state.wait_for_everyone()
 
     # 2. Generate and score: batches are cut first, then split, so the records do not depend on the process count.
-    sampler = Sampler(config, device)
     scorer = make_scorer(config, relations, device, save_probe=main)
     units = generation_units(config, relations)
     records, samples = [], []

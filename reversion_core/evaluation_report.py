@@ -228,6 +228,12 @@ def write_report(result: EvaluationResult, samples: list[tuple], started: dateti
     ]
     if result.chance:
         lines.append("- chance: " + ", ".join(f"{m} {v:.3f}" for m, v in result.chance.items()))
+    if "text_to_image" in c.methods and "appearance_leakage" in result.metrics:
+        lines.append(
+            "- Text-to-Image writes the relation's own phrase, which the embedded base model was trained on: an upper "
+            "reference for relation and entity accuracy, and its leakage is the base rate of the nuisance appearance "
+            "when no prompt asks for it (leakage above it came from the exemplars)"
+        )
     if failed:
         lines.append(f"- **{len(failed)} training run(s) did not finish**: " + "; ".join(f"{t['job']} {t.get('message', '')}" for t in failed))
     lines.append("")

@@ -256,3 +256,17 @@ def test_stable_diffusion_path_scores_with_clip_and_the_probe(tiny_model_dir, ti
     assert [r["prompt"] for r in result.records if r["relation"] == "hug"] == ["man hugs man", "man hugs woman"]
     assert all(r["relation_score"] in (0.0, 1.0) and -1 <= r["entity_score"] <= 1 for r in result.records)
     assert (tmp_path / "out" / "relation_probe.safetensors").is_file() and (tmp_path / "out" / "entity_score.md").is_file()
+
+
+def test_a_second_run_reuses_learned_relations_and_scored_batches(tiny_model_dir, tmp_path):
+    config = EvaluationConfig(
+        relations=["inside"], methods=["text_to_image", "reversion"], seeds=[0], templates_per_relation=2, images_per_template=1,
+        train_steps=2, train_settings={"gradient_accumulation_steps": 1}, inference_steps=2, base_model=str(tiny_model_dir),
+        out_dir=str(tmp_path / "out"), device="cpu",
+    )
+    first = evaluate(config, progress=False)
+    again = evaluate(config, progress=False)
+    assert [t["status"] for t in first.training] == ["finished"] and [t["status"] for t in again.training] == ["cached"]
+    assert again.records == first.records
+    changed = evaluate(EvaluationConfig.from_dict({**config.to_dict(), "train_steps": 3}), progress=False)
+    assert [t["status"] for t in changed.training] == ["finished"]
