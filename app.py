@@ -41,6 +41,7 @@ DEFAULT_VALIDATION_PROMPT = "circle <R> square"
 CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
                        "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
 STYLE_EXAMPLES = ("", "on a dotted background", "on a striped background")
+LOSS_COLOURS = {"total": "#ea580c", "denoise": "#2563eb", "steering": "#16a34a"}
 CSS = ".pixelated img { image-rendering: pixelated; }"
 log = logging.getLogger("reversion_studio")
 
@@ -159,7 +160,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         for update in studio.train(_owner(request), exemplars, name, settings, bool(overwrite)):
             if update.warning:
                 gr.Warning(update.warning)
-            main, steer = st.loss_frames(update.losses)
+            # an empty first frame would fix the plot's colour domain to no series at all: send frames once rows exist
+            main, steer = st.loss_frames(update.losses) if update.losses else (gr.skip(), gr.skip())
             dropdown = relation_choices(update.saved) if update.saved else gr.skip()
             yield update.status, main, steer, update.previews, update.nearest or None, dropdown
 
@@ -229,10 +231,10 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                             files = gr.File(label="Exemplar images (and optionally a text.json)", file_count="multiple",
                                             file_types=["image", ".json"], type="filepath")
                             captions = gr.Textbox(label="Captions with <R>", lines=4, placeholder=CAPTIONS_PLACEHOLDER)
-                        name = gr.Textbox(label="Relation name", value=first_set or "", max_lines=1)
-                        overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name", value=False)
+                        name = gr.Textbox(label="Relation name", value=first_set or "", max_lines=1, elem_id="relation-name")
+                        overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name", value=False, elem_id="overwrite")
                         with gr.Row():
-                            steps = gr.Slider(1, 3000, value=DEFAULT_STEPS, step=1, label="Steps")
+                            steps = gr.Slider(1, 3000, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="train-steps")
                             seed = gr.Number(value=0, precision=0, label="Seed")
                         with gr.Row():
                             lr = gr.Number(value=DEFAULT_LR, label="Learning rate (x batch x accumulation)")
@@ -252,13 +254,14 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                                 preview_every = gr.Slider(0, 500, value=DEFAULT_PREVIEW_EVERY, step=1, label="Preview every K steps (0: never)")
                             validation = gr.Textbox(value=DEFAULT_VALIDATION_PROMPT, label="Preview prompt", max_lines=1)
                         with gr.Row():
-                            start_btn = gr.Button("Start training", variant="primary")
+                            start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
                             stop_btn = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=1):
                         train_status = gr.Markdown("Idle.", elem_id="train-status")
                         loss_plot = gr.LinePlot(x="step", y="loss", color="series", label="Total and denoise loss",
-                                                height=220, elem_id="loss-plot")
-                        steer_plot = gr.LinePlot(x="step", y="loss", color="series", label="Steering loss", height=160)
+                                                height=220, elem_id="loss-plot", color_map=LOSS_COLOURS)
+                        steer_plot = gr.LinePlot(x="step", y="loss", color="series", label="Steering loss", height=160,
+                                                 color_map=LOSS_COLOURS)
                         previews = gr.Gallery(label="Previews", columns=2, height=280, elem_classes="pixelated", format="png",
                                               elem_id="train-previews")
                         nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
@@ -274,8 +277,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                         relation_info = gr.Markdown()
                         mode = gr.Radio(["Entities", "Free prompt"], value="Entities", label="Prompt")
                         with gr.Row():
-                            entity_a = gr.Textbox(label="Entity A", placeholder="red circle", max_lines=1)
-                            entity_b = gr.Textbox(label="Entity B", placeholder="blue square", max_lines=1)
+                            entity_a = gr.Textbox(label="Entity A", placeholder="red circle", max_lines=1, elem_id="entity-a")
+                            entity_b = gr.Textbox(label="Entity B", placeholder="blue square", max_lines=1, elem_id="entity-b")
                         prompt = gr.Textbox(label="Free prompt with <R>", placeholder="a yellow triangle <R> a green square",
                                             max_lines=2, visible=False)
                         suffix = gr.Textbox(label="Style / background (optional)", placeholder="on a striped background", max_lines=1)
@@ -286,7 +289,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                         with gr.Row():
                             guidance = gr.Slider(1.0, 15.0, value=7.5, step=0.5, label="Guidance")
                             gen_seed = gr.Number(value=0, precision=0, label="Seed")
-                        generate_btn = gr.Button("Generate", variant="primary")
+                        generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-button")
                         if examples:
                             gr.Examples(examples, inputs=[entity_a, entity_b, suffix], label="Examples")
                     with gr.Column(scale=1):

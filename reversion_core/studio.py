@@ -182,7 +182,8 @@ def loss_frames(rows: list[dict[str, Any]]):
     """Two plot tables: total and denoise loss (similar scales), and the steering loss (a larger scale)."""
     import pandas as pd
 
-    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    # explicit dtypes: an empty first frame must already read as numbers, or the plot treats the axes as categories
+    frame = pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64", "series": "str"})
     return frame[frame.series != "steering"].reset_index(drop=True), frame[frame.series == "steering"].reset_index(drop=True)
 
 
