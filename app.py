@@ -312,8 +312,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
             with gr.Tab("Benchmark", id="benchmark"):
                 with gr.Row():
                     bench_set = gr.Dropdown(benchmark_sets, value=first_set, label="Relation", scale=3)
-                    to_train_btn = gr.Button("Train on these", scale=1)
-                    to_generate_btn = gr.Button("Generate with this relation", scale=1)
+                    to_train_btn = gr.Button("Train on these", scale=1, elem_id="to-train")
+                    to_generate_btn = gr.Button("Generate with this relation", scale=1, elem_id="to-generate")
                 bench_description = gr.Markdown()
                 bench_gallery = gr.Gallery(label="Exemplars (captions under each image)", columns=6, height=260,
                                            elem_classes="pixelated", format="png", elem_id="bench-gallery")

@@ -102,3 +102,12 @@ def test_clicks_through_train_generate_and_benchmark(page, tmp_path):
     expect(page.get_by_text("Captions at every level")).to_be_visible()
     page.screenshot(path=str(shots / "benchmark.png"), full_page=True)
     assert sorted(p.name for p in shots.glob("*.png")) == ["benchmark.png", "generate.png", "train.png"]
+
+    # The Benchmark tab's buttons carry the set to the other tabs.
+    page.locator("#to-generate").click()
+    expect(page.locator("#relation-dropdown input")).to_have_value("browser_above")  # learned from the "above" set
+    expect(page.locator("#entity-a textarea, #entity-a input").first).to_have_value("green triangle")
+    page.get_by_role("tab", name="Benchmark").click()
+    page.locator("#to-train").click()
+    expect(page.locator("#relation-name textarea, #relation-name input").first).to_have_value("above")
+    expect(page.locator("#train-start")).to_be_visible()
