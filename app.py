@@ -327,7 +327,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         numbers = [steps, lr, batch, seed, steering, lambda_steer, importance, alpha, positives, temperature, grad_accum,
                    preview_every, validation]
         train_inputs = [source, train_set, files, captions, name, overwrite, *numbers]
-        source.change(exemplar_source, source, [set_group, upload_group], api_name=False)
+        source.change(exemplar_source, source, [set_group, upload_group], api_name=False, queue=False)  # instant toggles
         train_set.change(preview_set, train_set, [set_gallery, validation], api_name=False).then(
             lambda s: s or gr.skip(), train_set, name, api_name=False)
         start_btn.click(prepare_training, train_inputs, train_status, api_name="prepare_training").success(
@@ -340,7 +340,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         refresh_btn.click(refresh_relations, relation, relation, api_name="list_relations")
         generate_tab.select(refresh_relations, relation, relation, api_name=False)
         mode.change(lambda m: (gr.Textbox(visible=m != "Free prompt"), gr.Textbox(visible=m != "Free prompt"),
-                               gr.Textbox(visible=m == "Free prompt")), mode, [entity_a, entity_b, prompt], api_name=False)
+                               gr.Textbox(visible=m == "Free prompt")), mode, [entity_a, entity_b, prompt], api_name=False,
+                    queue=False)
         gen_inputs = [relation, mode, entity_a, entity_b, prompt, suffix, negative, num_images, gen_steps, guidance, gen_seed]
         generate_btn.click(generate, gen_inputs, [gallery, used_prompt], api_name="generate", concurrency_id="generate")
         import_btn.click(import_relation, [import_files, import_name, import_overwrite, relation], [relation, import_files],

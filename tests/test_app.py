@@ -25,6 +25,7 @@ SHIPPED = "shipped_above"
 # steps, lr, batch, seed, steering, lambda_steer, importance, alpha, positives, temperature, grad_accum, preview_every, prompt
 QUICK = [3, 2.5e-4, 1, 0, True, 0.01, True, 0.5, 4, 0.07, 1, 2, "circle <R> square"]
 LONG = [2000, *QUICK[1:]]
+RESULT_TIMEOUT = 120  # seconds; a run that should have stopped fails the test instead of hanging it
 
 
 def free_port() -> int:
@@ -114,6 +115,11 @@ def generate(client: Client, relation, a="red circle", b="blue square", mode="En
     return client.predict(relation, mode, a, b, prompt, "", "", n, 4, 7.5, 0, api_name="/generate")
 
 
+def has_points(update) -> bool:
+    """Whether a streamed Train update carries loss rows (the plot is left as is until the first step)."""
+    return isinstance(update[1], dict) and bool(update[1].get("data"))
+
+
 def write_image(path: Path, colour=(200, 40, 40)) -> Path:
     Image.new("RGB", (24, 24), colour).save(path)
     return path
@@ -154,7 +160,7 @@ def test_trains_on_uploaded_images_with_captions(client, tmp_path):
     files = [write_image(tmp_path / "a.png"), write_image(tmp_path / "b.png", (30, 160, 60))]
     captions = "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
     job = client.submit(*train_args("from_upload", source="Upload", files=files, captions=captions), api_name="/train")
-    assert job.result()[0].startswith("Finished")
+    assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
 
 
 def test_uploaded_text_json_gives_the_captions(client, tmp_path):
@@ -225,14 +231,14 @@ def test_a_50_megabyte_image_is_resized_not_rejected(client, tmp_path, app):
     assert big.stat().st_size > 50e6
     job = client.submit(*train_args("from_big", numbers=[1, *QUICK[1:]], source="Upload", files=[big], captions="a <R> b"),
                         api_name="/train")
-    assert job.result()[0].startswith("Finished")
+    assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "/abs"])
 def test_a_relation_name_with_path_parts_is_refused_and_nothing_is_written(client, app, name):
     message = error_of(lambda: client.predict(*train_args(name), api_name="/prepare_training"))
     assert "is not allowed" in message
-    message = error_of(lambda: client.submit(*train_args(name), api_name="/train").result())
+    message = error_of(lambda: client.submit(*train_args(name), api_name="/train").result(timeout=RESULT_TIMEOUT))
     assert "is not allowed" in message
     assert not (app[1].parent / "escape").exists() and not (app[1] / "a").exists()
 
@@ -267,10 +273,10 @@ def test_empty_entity_boxes_are_refused(client):
 def test_a_stopped_training_keeps_the_latest_relation(client, app):
     job = client.submit(*train_args("stopped_run", numbers=LONG), api_name="/train")
     for update in job:
-        if "step" in update[0] and update[1]["data"]:
+        if has_points(update):
             break
     assert "Stopping" in client.predict(api_name="/stop")
-    status = job.result()[0]
+    status = job.result(timeout=RESULT_TIMEOUT)[0]
     assert status.startswith("Stopped at step")
     card = json.loads((app[1] / "stopped_run" / "card.json").read_text())
     assert card["status"] == "stopped" and 0 < card["steps"] < 2000
@@ -280,7 +286,7 @@ def test_two_sessions_training_at_once_queue_and_the_second_is_told_it_waits(app
     first, second = Client(app[0], verbose=False), Client(app[0], verbose=False)
     job = first.submit(*train_args("first_of_two", numbers=LONG), api_name="/train")
     for update in job:
-        if update[1]["data"]:
+        if has_points(update):
             break
     assert second.predict(*train_args("second_of_two"), api_name="/prepare_training").startswith("Waiting")
     assert "another session" in second.predict(api_name="/stop")  # a second session cannot stop the first's run
@@ -288,11 +294,11 @@ def test_two_sessions_training_at_once_queue_and_the_second_is_told_it_waits(app
     time.sleep(1.0)
     assert not waiting.done()
     first.predict(api_name="/stop")
-    assert job.result()[0].startswith("Stopped")
+    assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Stopped")
     # the Stop pressed while waiting cancelled the queued run; a fresh Start runs
-    assert "cancelled" in waiting.result()[0]
+    assert "cancelled" in waiting.result(timeout=RESULT_TIMEOUT)[0]
     second.predict(*train_args("second_of_two"), api_name="/prepare_training")
-    assert second.submit(*train_args("second_of_two"), api_name="/train").result()[0].startswith("Finished")
+    assert second.submit(*train_args("second_of_two"), api_name="/train").result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
 
 
 def test_files_outside_the_app_folders_are_not_served(app):
