@@ -146,8 +146,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         _, name = _train_inputs(source, set_name, files, captions, name)
         st.app_settings(steps, lr, batch, seed, steering, lambda_steer, importance, alpha, positives, temperature,
                         grad_accum, preview_every, validation)
-        if (studio.relations_dir / name).exists() and not overwrite:
-            raise ReVersionError(f"A relation named {name!r} already exists; tick 'Overwrite' or choose another name.")
+        studio.check_new_relation(name, bool(overwrite))
         studio.slot.forget(_owner(request))
         return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{name}**: loading the base model..."
 
@@ -181,7 +180,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         return images, f"Prompt: `{text}`"
 
     @ui_errors
-    def import_relation(files, name, overwrite, current):
+    def import_relation(files, name, overwrite):
         imported = studio.import_relation(files, name, bool(overwrite))
         gr.Info(f"Imported relation {imported}.")
         return relation_choices(imported), None
@@ -344,7 +343,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                     queue=False)
         gen_inputs = [relation, mode, entity_a, entity_b, prompt, suffix, negative, num_images, gen_steps, guidance, gen_seed]
         generate_btn.click(generate, gen_inputs, [gallery, used_prompt], api_name="generate", concurrency_id="generate")
-        import_btn.click(import_relation, [import_files, import_name, import_overwrite, relation], [relation, import_files],
+        import_btn.click(import_relation, [import_files, import_name, import_overwrite], [relation, import_files],
                          api_name="import_relation")
         download_btn.click(download_relation, relation, download_file, api_name="download_relation")
 

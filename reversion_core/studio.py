@@ -400,7 +400,7 @@ class Studio:
             name = (name or "").strip() or relation.card.get("name") or _stem_name(files)
             if not name:
                 raise ReVersionError("Give the relation a name; the file does not say which relation it holds.")
-            check_name(name)
+            self.check_new_relation(name, overwrite)
             token = relation.token
             vocab = generator.pipeline.tokenizer.get_vocab()
             if not token or token in vocab and token not in generator.pipeline.tokenizer.get_added_vocab() or f"{token.lower()}</w>" in vocab:
@@ -457,13 +457,17 @@ class Studio:
         return [(upscale(im), f"seed {s}") for im, s in zip(result.images, result.seeds)], result.prompt
 
     # ------------------------------------------------------------------------------------------- training
+    def check_new_relation(self, name: str, overwrite: bool = False) -> None:
+        """Refuse an unsafe name, and an existing one unless the person ticked 'Overwrite'."""
+        check_name(name)
+        if (self.relations_dir / name).exists() and not overwrite:
+            raise ReVersionError(f"A relation named {name!r} already exists; tick 'Overwrite' or choose another name.")
+
     def train(
         self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings, overwrite: bool = False,
     ) -> Iterator[TrainUpdate]:
         """Train a relation in the slot, yielding UI updates; the last one names the saved relation."""
-        check_name(name)
-        if (self.relations_dir / name).exists() and not overwrite:
-            raise ReVersionError(f"A relation named {name!r} already exists; tick 'Overwrite' or choose another name.")
+        self.check_new_relation(name, overwrite)
         from .inspect import nearest_words
         from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
 

@@ -173,10 +173,21 @@ def test_uploaded_text_json_gives_the_captions(client, tmp_path):
 def test_imports_an_official_learned_embeds_bin_and_generates_with_it(client, tmp_path):
     path = tmp_path / "learned_embeds.bin"
     torch.save({"<R>": torch.randn(32)}, path)
-    client.predict([handle_file(path)], "imported_bin", False, None, api_name="/import_relation")
+    client.predict([handle_file(path)], "imported_bin", False, api_name="/import_relation")
     assert "imported_bin" in relation_names(client)
     images, _ = generate(client, "imported_bin", n=1)
     assert len(images) == 1
+
+
+def test_importing_under_an_existing_name_asks_before_overwriting(client, tmp_path):
+    path = tmp_path / "again.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"<R>": torch.randn(32)}, str(path))
+    client.predict([handle_file(path)], "imported_twice", False, api_name="/import_relation")
+    message = error_of(lambda: client.predict([handle_file(path)], "imported_twice", False, api_name="/import_relation"))
+    assert message == "A relation named 'imported_twice' already exists; tick 'Overwrite' or choose another name."
+    client.predict([handle_file(path)], "imported_twice", True, api_name="/import_relation")
 
 
 def test_downloads_a_relation_as_a_zip_that_imports_again(client, tmp_path):
@@ -186,7 +197,7 @@ def test_downloads_a_relation_as_a_zip_that_imports_again(client, tmp_path):
     assert path.suffix == ".zip"
     assert sorted(zipfile.ZipFile(path).namelist()) == sorted(
         [f"{SHIPPED}/card.json", f"{SHIPPED}/learned_embeds.safetensors", f"{SHIPPED}/preview.png"])
-    client.predict([handle_file(path)], "reimported", False, None, api_name="/import_relation")
+    client.predict([handle_file(path)], "reimported", False, api_name="/import_relation")
     assert "reimported" in relation_names(client)
 
 
@@ -254,14 +265,14 @@ def test_a_relation_file_of_the_wrong_size_is_refused(client, tmp_path):
 
     path = tmp_path / "small.safetensors"
     save_file({"<R>": torch.randn(7)}, str(path))
-    message = error_of(lambda: client.predict([handle_file(path)], "", False, None, api_name="/import_relation"))
+    message = error_of(lambda: client.predict([handle_file(path)], "", False, api_name="/import_relation"))
     assert message == "Relation 'small' has a vector of size 7 but the base model's text encoder uses size 32."
 
 
 def test_a_relation_file_of_the_wrong_format_is_refused(client, tmp_path):
     path = tmp_path / "junk.bin"
     path.write_bytes(b"this is not a torch file at all")
-    message = error_of(lambda: client.predict([handle_file(path)], "junk", False, None, api_name="/import_relation"))
+    message = error_of(lambda: client.predict([handle_file(path)], "junk", False, api_name="/import_relation"))
     assert message.startswith("junk.bin ") and message.endswith("{token: tensor} dictionary.")
 
 
