@@ -163,3 +163,16 @@ def test_world_cli_refuses_an_unknown_entity_in_one_sentence(tmp_path, capsys):
     code = main(["world", "render", "--relation", "above", "--entity-a", "red cow", "--entity-b", "blue square", "--out", str(tmp_path / "x.png")])
     assert code == 2
     assert "is not an entity of the world" in capsys.readouterr().err
+
+
+def test_scorer_still_reads_mildly_blurred_renders():
+    from scipy import ndimage
+
+    right = 0
+    scenes = list(random_scenes(120, seed=5))
+    for scene, seed in scenes:
+        img = render(scene, seed).astype(float)
+        soft = np.stack([ndimage.gaussian_filter(img[..., c], 0.5) for c in range(3)], -1).astype(np.uint8)
+        s = score(soft, scene.relation, scene.entity_a, scene.entity_b)
+        right += s.relation_ok and s.entities_ok
+    assert right / len(scenes) >= 0.9

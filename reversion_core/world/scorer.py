@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .entities import BACKGROUND_MARK_RGB, BACKGROUND_RGB, COLOURS, DARK_FACTOR, INK_RGB, Entity
+from .entities import COLOURS, SHAPES, Entity
 from .relations import RELATIONS
-from .render import SIZE
+from .render import SIZE, shape_mask
 
 _NAMES = ["background", "mark", "ink"] + list(COLOURS) + [f"dark {c}" for c in COLOURS]
 _HUES = np.array([colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0] * 360 for rgb in COLOURS.values()])
@@ -94,8 +94,22 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max())
 
 
+def _template(shape: str, cy: float, cx: float, size: float, shape_hw: tuple[int, int]) -> np.ndarray:
+    """A shape's coverage map as the renderer would draw it (4x supersampled, box-filtered)."""
+    h, w = shape_hw
+    ys = (np.arange(h * 4) + 0.5) / 4
+    xs = (np.arange(w * 4) + 0.5) / 4
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return shape_mask(shape, cx, cy, size, yy, xx).reshape(h, 4, w, 4).mean(axis=(1, 3))
+
+
 def classify_shape(coverage: np.ndarray) -> str | None:
-    """circle / square / triangle / diamond from a filled silhouette (a 0..1 coverage map), or None."""
+    """circle / square / triangle / diamond from a filled silhouette (a 0..1 coverage map), or None.
+
+    Each shape is drawn at the silhouette's extent and compared by soft overlap; matching whole templates stays
+    right on blurred (generated) images, where corner and fill-ratio rules confuse a rounded square with a circle.
+    """
+    coverage = np.clip(coverage, 0.0, 1.0)
     mask = coverage >= 0.5
     if mask.sum() < MIN_ENTITY_PIXELS:
         return None
@@ -103,23 +117,22 @@ def classify_shape(coverage: np.ndarray) -> str | None:
     h, w = y1 - y0 + 1, x1 - x0 + 1
     if max(h, w) > 2.2 * min(h, w):
         return None
-    crop = np.clip(coverage[max(0, y0 - 1) : y1 + 2, max(0, x0 - 1) : x1 + 2], 0, 1)
-    # Soft extents: a blended edge column counts by how much of it is covered.
-    fill = crop.sum() / (crop.max(0).sum() * crop.max(1).sum())
-    crop = crop[(crop.max(1) >= 0.5)]
-    h = len(crop)
-    if fill > 0.87:
-        return "square"
-    if fill > 0.66:
-        return "circle"
-    widths = crop.sum(1).astype(float)
-    q = max(1, h // 4)
-    top, bottom, middle = widths[:q].mean(), widths[-q:].mean(), widths[q:-q].mean() if h > 2 * q else widths.mean()
-    if bottom > 1.6 * top and bottom >= 0.7 * widths.max():
-        return "triangle"
-    if middle >= 1.25 * max(top, bottom):
-        return "diamond"
-    return None
+    pad = 3
+    ya, xa = max(0, y0 - pad), max(0, x0 - pad)
+    crop = coverage[ya : y1 + pad + 1, xa : x1 + pad + 1]
+    cy, cx = (y0 + y1 + 1) / 2 - ya, (x0 + x1 + 1) / 2 - xa
+    extent = (h + w) / 2
+    best, best_iou = None, 0.0
+    for shape in SHAPES:
+        for scale in (0.9, 1.0, 1.1):
+            size = extent * scale / (0.86 if shape == "square" else 1.0)
+            sharp = _template(shape, cy, cx, size, crop.shape)
+            for blur in (0.0, 0.5, 0.8):  # a generated image is softer than a render
+                t = ndimage.gaussian_filter(sharp, blur) if blur else sharp
+                iou = np.minimum(crop, t).sum() / max(np.maximum(crop, t).sum(), 1e-6)
+                if iou > best_iou:
+                    best, best_iou = shape, iou
+    return best if best_iou >= 0.6 else None
 
 
 def _geometry_bbox(mask: np.ndarray, bright: np.ndarray) -> tuple[int, int, int, int]:
@@ -283,8 +296,8 @@ def score(image, relation: str, entity_a: Entity, entity_b: Entity) -> Score:
         return ga.matches(entity_a) and gb.matches(entity_b, check_shape=check_b_shape)
 
     entities_ok = ok(*got) or ((rel.symmetric or not relation_ok) and ok(got[1], got[0]))
-    if relation_ok and not rel.symmetric and not ok(*got):
-        relation_ok = False  # the right layout with the roles swapped is the wrong relation
+    if relation_ok and not rel.symmetric and not (got[0].colour == entity_a.colour and got[1].colour == entity_b.colour):
+        relation_ok = False  # the right layout with the roles swapped (by colour) is the wrong relation
     return Score(relation_ok, entities_ok, reading)
 
 
