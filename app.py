@@ -257,10 +257,10 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                             stop_btn = gr.Button("Stop", variant="stop")
                     with gr.Column(scale=1):
                         train_status = gr.Markdown("Idle.", elem_id="train-status")
-                        loss_plot = gr.LinePlot(x="step", y="loss", color="series", label="Total and denoise loss",
-                                                height=220, elem_id="loss-plot", color_map=LOSS_COLOURS)
-                        steer_plot = gr.LinePlot(x="step", y="loss", color="series", label="Steering loss", height=160,
-                                                 color_map=LOSS_COLOURS)
+                        loss_plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss: total (orange) and denoise (blue)",
+                                                height=240, elem_id="loss-plot", color_map=LOSS_COLOURS, colors_in_legend=[])
+                        steer_plot = gr.LinePlot(x="step", y="loss", color="series", label="Steering loss (green)", height=190,
+                                                 color_map=LOSS_COLOURS, colors_in_legend=[])
                         previews = gr.Gallery(label="Previews", columns=2, height=280, elem_classes="pixelated", format="png",
                                               elem_id="train-previews")
                         nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
