@@ -40,6 +40,7 @@ def preview_grid(generator: RelationGenerator, relation_dir: Path, templates: li
     fd, tmp = tempfile.mkstemp(dir=relation_dir, suffix=".png")
     os.close(fd)
     grid.save(tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, relation_dir / "preview.png")
     return float(np.mean(oks))
 
