@@ -161,6 +161,8 @@ def main(argv=None):
     p.add_argument("--work", default="runs/base-model")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--init-from", default=None, help="continue from a saved pipeline folder (its VAE is kept as is)")
+    p.add_argument("--step-offset", type=int, default=0, help="UNet steps already done by --init-from, for the logs")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,7 +188,14 @@ def main(argv=None):
     log(f"rendered {len(images)} scenes in {time.time() - t:.0f}s")
 
     vae_path = work / "vae"
-    if (vae_path / "config.json").exists():
+    if args.init_from:
+        init = Path(args.init_from)
+        tokenizer = CLIPTokenizer.from_pretrained(init / "tokenizer")
+        text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
+        unet = UNet2DConditionModel.from_pretrained(init / "unet")
+        vae = AutoencoderKL.from_pretrained(init / "vae")
+        log(f"continuing from {init}")
+    elif (vae_path / "config.json").exists():
         vae = AutoencoderKL.from_pretrained(vae_path)
         log("reusing trained VAE")
     else:
@@ -194,7 +203,7 @@ def main(argv=None):
         vae.save_pretrained(vae_path)
     vae.eval().requires_grad_(False)
     means, stds = encode_pool(vae, images)
-    scaling = float(1.0 / means.std())
+    scaling = float(vae.config.scaling_factor) if args.init_from else float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latents {tuple(means.shape)} scaling_factor {scaling:.4f}")
     # Check the VAE preserves what the scorer reads: the base model can do no better than its decoder.
@@ -223,7 +232,7 @@ def main(argv=None):
     tw, aw = csv.writer(train_log), csv.writer(acc_log)
     tw.writerow(["step", "loss", "lr", "seconds"])
     aw.writerow(["step", "relation_accuracy", "entity_accuracy"] + list(RELATION_NAMES))
-    t0, step, loss_avg = time.time(), 0, None
+    t0, step, loss_avg = time.time(), args.step_offset, None
     best = None
 
     def pipeline(u, te):
@@ -241,7 +250,7 @@ def main(argv=None):
         log(f"eval step {step}: relation {rel:.3f} entities {ent:.3f} " + " ".join(f"{r}={per[r]:.2f}" for r in RELATION_NAMES))
         return rel, ent
 
-    while step < args.steps and (time.time() - t0) < args.minutes * 60:
+    while step - args.step_offset < args.steps and (time.time() - t0) < args.minutes * 60:
         step += 1
         idx = torch.randint(len(images), (args.batch,), generator=g)
         levels = torch.multinomial(level_p, args.batch, replacement=True, generator=g)
@@ -255,7 +264,7 @@ def main(argv=None):
         cond = text_encoder(tok.to(dev))[0]
         pred = unet(noisy.to(dev), t.to(dev), cond).sample
         loss = F.mse_loss(pred, noise.to(dev))
-        warm = min(1.0, step / 300)
+        warm = min(1.0, (step - args.step_offset) / 300)
         lr_now = args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - t0) / (args.minutes * 60)))))
         for gr in opt.param_groups:
             gr["lr"] = lr_now
@@ -271,7 +280,7 @@ def main(argv=None):
             tw.writerow([step, f"{loss_avg:.5f}", f"{lr_now:.6f}", f"{time.time() - t0:.1f}"])
             train_log.flush()
         if step % 200 == 0:
-            log(f"step {step} loss {loss_avg:.4f} lr {lr_now:.2e} {(time.time() - t0) / step:.3f}s/step")
+            log(f"step {step} loss {loss_avg:.4f} lr {lr_now:.2e} {(time.time() - t0) / (step - args.step_offset):.3f}s/step")
         if step % args.eval_every == 0:
             run_eval()
             save(pipeline(ema_unet, ema_text), work / "latest", log)
