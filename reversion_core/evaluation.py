@@ -86,6 +86,7 @@ class EvaluationConfig:
     inference_steps: int = DEFAULT_INFERENCE_STEPS
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     batch_size: int = 25  # images per generation batch; batches are cut before they are split across processes
+    entity_articles: bool = False  # write "a E_A <R> a E_B": the embedded model's captions always put "a" before an entity
     base_model: str | None = None  # None: $REVERSION_BASE_MODEL, else the embedded model, else SD 1.5
     scorer: str = "auto"  # "world" | "clip" | "auto" (world when every relation is a world relation)
     clip_model: str | None = None  # for the clip scorer; None: clip_metrics.DEFAULT_CLIP_MODEL
@@ -128,10 +129,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(
         relations=["above", "on_top_of"], seeds=[0, 1], templates_per_relation=6, images_per_template=1,
         train_steps=4, train_settings={"gradient_accumulation_steps": 1}, inference_steps=10, batch_size=6,
+        entity_articles=True,
     ),
     "headline": dict(
         relations=None, seeds=[0, 1, 2], templates_per_relation=100, images_per_template=1, train_steps=200,
-        train_settings={"gradient_accumulation_steps": 1}, inference_steps=20, batch_size=50,
+        train_settings={"gradient_accumulation_steps": 1}, inference_steps=20, batch_size=50, entity_articles=True,
     ),
     "paper": dict(relations=None, seeds=[0, 1, 2], templates_per_relation=100, images_per_template=10, train_steps=3000,
                   inference_steps=50, batch_size=25),
@@ -208,6 +210,16 @@ def split_template(template: str) -> tuple[str, str]:
     """``"red circle <R> blue square"`` -> ``("red circle", "blue square")``."""
     a, _, b = template.partition(DEFAULT_PLACEHOLDER)
     return a.strip(), b.strip()
+
+
+def with_articles(template: str) -> str:
+    """``"red circle <R> blue square"`` -> ``"a red circle <R> a blue square"``."""
+
+    def article(entity: str) -> str:
+        return f"{'an' if entity[:1].lower() in 'aeiou' else 'a'} {entity}"
+
+    a, b = split_template(template)
+    return f"{article(a)} {DEFAULT_PLACEHOLDER} {article(b)}"
 
 
 def image_seed(seed: int, template_index: int, image_index: int) -> int:
@@ -519,8 +531,9 @@ SAMPLE_TEMPLATES = 8  # the sample sheets show image 0 of the first templates, f
 def run_unit(unit: Unit, relation: BenchmarkRelation, sampler: Sampler, scorer, config: EvaluationConfig) -> tuple[list[dict], list[tuple]]:
     """Generate and score one batch (or read it from the cache). Returns records and sample images."""
     templates = [relation.templates[t] for t, _ in unit.places]
+    written = [with_articles(t) for t in templates] if config.entity_articles else templates
     seeds = [image_seed(unit.job.seed, t, i) for t, i in unit.places]
-    prompts, stands_for = sampler.prompts(unit.job, relation, templates)
+    prompts, stands_for = sampler.prompts(unit.job, relation, written)
     key_data = {
         "unit": [asdict(unit.job), unit.places], "prompts": prompts, "r": stands_for, "seeds": seeds,
         "base_model": sampler.base_model_id, "weights": sampler.base_fingerprint, "steps": config.inference_steps, "guidance": config.guidance_scale,

@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-steps", type=int, dest="inference_steps", help="DDIM steps")
     p.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance (default 7.5)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="images per generation batch")
+    p.add_argument("--entity-articles", action=argparse.BooleanOptionalAction, dest="entity_articles",
+                   help="write 'a E_A <R> a E_B' (the world presets do: the embedded model's captions put 'a' before entities)")
     p.add_argument("--base-model", dest="base_model", help="hub id, diffusers folder or checkpoint (default: embedded model, else SD 1.5)")
     p.add_argument("--scorer", choices=["auto", "world", "clip"], help="world: the synthetic world's exact scorer; clip: CLIP + relation probe")
     p.add_argument("--clip-model", dest="clip_model", help="CLIPModel folder or hub id for the clip scorer")
@@ -49,7 +51,7 @@ def config_from_args(args: argparse.Namespace):
 
     names = ("out_dir", "benchmark_dir", "relations", "methods", "seeds", "templates_per_relation", "images_per_template", "train_steps",
              "inference_steps", "guidance_scale", "batch_size", "base_model", "scorer", "clip_model", "relation_probe", "probe_images",
-             "device", "save_images")
+             "device", "save_images", "entity_articles")
     overrides = {n: getattr(args, n, None) for n in names}
     if overrides["relations"] == ["all"]:
         overrides["relations"] = None

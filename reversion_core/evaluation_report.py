@@ -224,6 +224,8 @@ def write_report(result: EvaluationResult, samples: list[tuple], started: dateti
         f"- {c.templates_per_relation} inference templates per relation x {c.images_per_template} image(s) each, per method and seed",
         f"- learned methods: {c.train_steps} optimizer steps, settings {json.dumps(c.train_settings)} over the paper's defaults",
         f"- sampling: DDIM {c.inference_steps} steps, classifier-free guidance {c.guidance_scale}",
+        "- prompts: " + ("'a E_A <R> a E_B' (an article before each entity of the template, as in the base model's captions)"
+                         if c.entity_articles else "the templates as written, 'E_A <R> E_B'"),
         "- cells: mean ± sample standard deviation over seeds of the per-seed rate; the mean column averages relations within each seed first",
     ]
     if result.chance:

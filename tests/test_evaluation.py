@@ -75,6 +75,15 @@ def test_two_accelerate_processes_gather_the_same_records_as_one(tiny_model_dir,
         assert (tmp_path / "one" / f"{metric}.csv").read_text() == (tmp_path / "two" / f"{metric}.csv").read_text()
 
 
+def test_world_presets_put_an_article_before_each_entity():
+    from reversion_core.evaluation import with_articles
+
+    assert preset_config("quick").entity_articles and preset_config("headline").entity_articles
+    assert not preset_config("paper").entity_articles
+    assert with_articles("striped red circle <R> blue square") == "a striped red circle <R> a blue square"
+    assert with_articles("cat <R> apple") == "a cat <R> an apple"
+
+
 def test_image_seeds_depend_on_the_place_not_the_process():
     assert image_seed(1, 2, 3) == 1_002_003
     assert len({image_seed(s, t, i) for s in range(3) for t in range(100) for i in range(10)}) == 3000
