@@ -104,8 +104,8 @@ def test_clicks_through_train_generate_and_benchmark(page, tmp_path):
     page.get_by_role("tab", name="Generate").click()
     expect(page.locator("#relation-dropdown input")).to_have_value("browser_above")
     if GENERATE_WITH:
-        page.locator("#relation-dropdown input").fill(GENERATE_WITH)
-        page.locator("#relation-dropdown input").press("Enter")
+        page.locator("#relation-dropdown input").click()
+        page.get_by_role("option", name=GENERATE_WITH, exact=True).click()
         expect(page.locator("#relation-dropdown input")).to_have_value(GENERATE_WITH)
     page.locator("#entity-a textarea, #entity-a input").first.fill("red circle")
     page.locator("#entity-b textarea, #entity-b input").first.fill("blue square")
