@@ -164,7 +164,11 @@ def sample_sheets(result: EvaluationResult, samples: list[tuple], folder: Path, 
 def command_line(num_processes: int = 1) -> str:
     """The command that made this run, as a person would type it."""
     if sys.argv and sys.argv[0].endswith("__main__.py"):
-        launcher = f"accelerate launch --num_processes {num_processes} -m" if num_processes > 1 else "python -m"
+        import torch
+
+        # without a GPU, accelerate's --multi_gpu route (torchrun) is the one that starts several CPU processes
+        route = "" if torch.cuda.is_available() else "--multi_gpu "
+        launcher = f"accelerate launch {route}--num_processes {num_processes} -m" if num_processes > 1 else "python -m"
         return f"{launcher} reversion_core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -224,7 +228,7 @@ def write_report(result: EvaluationResult, samples: list[tuple], started: dateti
         f"- {c.templates_per_relation} inference templates per relation x {c.images_per_template} image(s) each, per method and seed",
         f"- learned methods: {c.train_steps} optimizer steps, settings {json.dumps(c.train_settings)} over the paper's defaults",
         f"- sampling: DDIM {c.inference_steps} steps, classifier-free guidance {c.guidance_scale}",
-        "- prompts: " + ("'a E_A <R> a E_B' (an article before each entity of the template, as in the base model's captions)"
+        "- prompts: " + ("'a E_A <R> a E_B' (an article before each entity of the template)"
                          if c.entity_articles else "the templates as written, 'E_A <R> E_B'"),
         "- cells: mean ± sample standard deviation over seeds of the per-seed rate; the mean column averages relations within each seed first",
     ]
