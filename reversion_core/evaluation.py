@@ -598,7 +598,7 @@ def _cell(per_seed: list[float | None]) -> Cell:
     if not values:
         return Cell(None, None, per_seed)
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None  # one seed: no spread
     return Cell(mean, std, per_seed)
 
 

@@ -34,7 +34,7 @@ def table_markdown(result: EvaluationResult, metric: str) -> str:
     columns = result.relations + ["mean"]
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for method, row in result.tables[metric].items():
-        cells = [f"{_fmt(row[c].mean)} ± {_fmt(row[c].std)}" if row[c].mean is not None else "n/a" for c in columns]
+        cells = [_fmt(row[c].mean) + (f" ± {_fmt(row[c].std)}" if row[c].std is not None else "") for c in columns]
         lines.append(f"| {METHODS[method].label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
