@@ -61,6 +61,7 @@ def measure(spec: dict) -> dict:
     if spec.get("compile"):
         pipe.unet.compile()
     generator = RelationGenerator(pipeline=pipe)
+    generator.pipeline.set_progress_bar_config(disable=True)
     dim = pipe.text_encoder.get_input_embeddings().weight.shape[1]
     token = generator.install(RelationPrompt("bench", "<R>", torch.randn(dim, generator=torch.Generator().manual_seed(0))))
     prompt = build_prompt(token, entity_a="circle", entity_b="square")

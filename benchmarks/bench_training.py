@@ -95,12 +95,13 @@ def measure(spec: dict) -> dict:
         setup_s = time.perf_counter() - start
         setup_peak = process_peak_mib(device)
         memory.reset()
-        times, last = [], time.perf_counter()
+        times, cpu_times, last, last_cpu = [], [], time.perf_counter(), time.process_time()
         for event in run:
             if isinstance(event, StepEvent):  # the loop calls .item() on the losses, so a GPU step is finished here
-                now = time.perf_counter()
+                now, now_cpu = time.perf_counter(), time.process_time()
                 times.append(now - last)
-                last = now
+                cpu_times.append(now_cpu - last_cpu)
+                last, last_cpu = now, now_cpu
             elif isinstance(event, FailedEvent):
                 return {"error": event.message}
         loop_peak = memory.peak_mib()
@@ -108,6 +109,8 @@ def measure(spec: dict) -> dict:
         table_rows = run.text_encoder.get_input_embeddings().weight.shape[0]
     measured = times[warmup:]
     return {
+        "cpu_s_per_step": sum(cpu_times[warmup:]) / len(measured),  # all threads' CPU time: shows contention on CPU
+        "threads": torch.get_num_threads(),
         "setup_s": setup_s,
         "first_step_s": times[0],
         "step_times": measured,
@@ -124,6 +127,8 @@ def measure(spec: dict) -> dict:
 
 def measure_end_to_end(spec: dict) -> dict:
     """One complete inversion of ``steps`` steps at default settings: load, set up, train, save."""
+    import torch
+
     from models import build_pipeline
     from reversion_core.inversion import FinishedEvent, Inversion, StepEvent
     from reversion_core.settings import InversionSettings
@@ -147,7 +152,7 @@ def measure_end_to_end(spec: dict) -> dict:
             return {"error": f"the run ended with {type(event).__name__}"}
     return {
         "load_s": loaded - start, "setup_s": ready - loaded, "steps_s": last_step - ready, "save_s": end - last_step,
-        "in_process_s": end - start, "steps": spec["steps"], "machine": machine(device),
+        "in_process_s": end - start, "steps": spec["steps"], "machine": machine(device), "threads": torch.get_num_threads(),
     }
 
 
@@ -269,6 +274,8 @@ def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
             "round_min": min(per_round), "round_max": max(per_round),
             "step_min": min(all_steps), "step_max": max(all_steps),
             "samples_per_s": good[0]["samples_per_step"] / s,
+            "cpu_s_per_step": med([r["cpu_s_per_step"] for r in good]),
+            "threads": good[0]["threads"],
             "paper_schedule_s": PAPER_STEPS * s,
             "loop_peak_mib": max(r["loop_peak_mib"] for r in good),
             "process_peak_mib": max(r["process_peak_mib"] for r in good),
@@ -305,32 +312,42 @@ def report(results: dict) -> str:
     ]
     if results["model"] in ("sd15", "embedded-arch", "tiny"):
         lines += ["", SPEED_NOTE]
+    cpu = not device.startswith("cuda")
     header = [
-        "variant", "what", "s/step (median of rounds)", "range over rounds", "samples/s",
+        "variant", "what", "s/step (median of rounds)", "range over rounds", *(["CPU s/step (all threads)"] if cpu else []), "samples/s",
         f"train-loop {memory_kind} (MiB)", f"process {memory_kind} (MiB)", f"projected {PAPER_STEPS} steps",
         "reference / variant",
     ]
     rows = []
     for v, row in summary.items():
         if "error" in row:
-            rows.append([v, VARIANTS[v][0], f"failed: {row['error']}", "", "", "", "", "", ""])
+            rows.append([v, VARIANTS[v][0], f"failed: {row['error']}"] + [""] * (len(header) - 3))
             continue
         rows.append([
             f"**{v}**" if v in ("engine", "reference") else v, VARIANTS[v][0], fmt(row["s_per_step"], 4),
-            f"{fmt(row['round_min'])}-{fmt(row['round_max'])}", fmt(row["samples_per_s"]),
+            f"{fmt(row['round_min'])}-{fmt(row['round_max'])}", *([fmt(row["cpu_s_per_step"])] if cpu else []),
+            fmt(row["samples_per_s"]),
             f"{row['loop_peak_mib']:.0f}", f"{row['process_peak_mib']:.0f}", duration(row["paper_schedule_s"]),
             f"{row['reference_over_this']:.2f}x" if "reference_over_this" in row else "-",
         ])
     for v, why in results["skipped"].items():
-        rows.append([v, VARIANTS[v][0], f"not run: {why}", "", "", "", "", "", ""])
+        rows.append([v, VARIANTS[v][0], f"not run: {why}"] + [""] * (len(header) - 3))
     lines += ["", markdown_table(header, rows)]
+    if cpu:
+        lines += [
+            "",
+            "CPU s/step is the process's CPU time over all its threads: on a quiet machine wall s/step is close to it "
+            "divided by the threads in use (busy-waiting threads count too); a wall time well above that means the "
+            "process waited for cores that other work held.",
+        ]
     engine, reference = summary.get("engine", {}), summary.get("reference", {})
     if "s_per_step" in engine and "s_per_step" in reference:
         lines += ["", f"Ratio b/a (reference s/step / engine s/step): **{reference['s_per_step'] / engine['s_per_step']:.2f}x** at equal batch."]
     work = results.get("work_per_micro_batch", {})
     if "vae_encode" in work:
-        tf = lambda key: f"{work[key] / 1e12:.3g}" if work[key] >= 1e11 else f"{work[key] / 1e9:.3g} G"  # noqa: E731
-        unit = "TFLOP" if work["unet_fwd"] >= 1e11 else "FLOP"
+        big = work["unet_fwd"] >= 1e11
+        unit = "TFLOP" if big else "GFLOP"
+        tf = lambda key: f"{work[key] / (1e12 if big else 1e9):.3g}"  # noqa: E731
         lines += [
             "",
             f"Work per micro-batch of {work['batch']} at {work['resolution']} px ({unit}; matmul, convolution and attention "
@@ -351,7 +368,8 @@ def report(results: dict) -> str:
                 f"End-to-end {e2e['steps']}-step inversion at default settings: "
                 + (f"**{duration(wall)}** for the whole process (Python start, imports, " if wall else "**in process** (")
                 + f"model load {e2e['load_s']:.1f} s, setup incl. exemplar encoding {e2e['setup_s']:.1f} s, "
-                f"{e2e['steps']} steps {e2e['steps_s']:.1f} s, saving the relation {e2e['save_s']:.2f} s).",
+                f"{e2e['steps']} steps {e2e['steps_s']:.1f} s, saving the relation {e2e['save_s']:.2f} s)"
+                + (f"; the process used {e2e['process_cpu_s']:.1f} s of CPU time on {e2e['threads']} torch thread(s)." if "process_cpu_s" in e2e else "."),
             ]
     return "\n".join(lines)
 

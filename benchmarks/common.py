@@ -149,7 +149,10 @@ def run_child(script: Path, spec: dict, timeout: float | None, in_process: Calla
     """Measure ``spec`` in a fresh ``python script --child spec`` (or in this process when ``in_process`` is given)."""
     if in_process is not None:
         return guarded(in_process, spec)
+    import resource
+
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
             [sys.executable, str(script), "--child", json.dumps(spec)], capture_output=True, text=True,
@@ -158,10 +161,12 @@ def run_child(script: Path, spec: dict, timeout: float | None, in_process: Calla
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
             result = json.loads(line[len(RESULT_PREFIX):])
             result["process_wall_s"] = wall
+            result["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             return result
     tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
     return {"error": f"child exited with {done.returncode}: {' | '.join(tail)[:300]}"}

@@ -48,7 +48,9 @@ def build_pipeline(kind: str, device: str = "cpu", dtype: torch.dtype = torch.fl
                 f"{DEFAULT_BASE_MODEL} does not exist yet; train it with scripts/train_base_model.py, or benchmark "
                 "its architecture with random weights using --model embedded-arch."
             )
-        return load_pipeline(DEFAULT_BASE_MODEL, device=device, dtype=dtype, attention=attention)
+        pipe = load_pipeline(DEFAULT_BASE_MODEL, device=device, dtype=dtype, attention=attention)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     builders = {"embedded-arch": _embedded_arch_components, "tiny": _tiny_components, "sd15": _sd15_components}
     if kind not in builders:
         raise SystemExit(f"Unknown model {kind!r}; choose one of {', '.join(MODELS)}.")

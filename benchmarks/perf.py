@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-s", type=float, help="start no measurement after this many seconds (training gets the first 60%%); "
         "what was measured is still written",
     )
+    p.add_argument("--name", help="file name of the results, without suffix (default: <device>-<model>)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the .md and .json results")
     args = p.parse_args(argv)
     if args.smoke:
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     text = f"Command: `{results['command']}` ({duration(results['wall_s'])} in all)\n\n" + "\n\n".join(sections) + "\n"
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-{args.model}{'-smoke' if args.smoke else ''}"
+    stem = args.name or f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-{args.model}{'-smoke' if args.smoke else ''}"
     (args.out / f"{stem}.md").write_text(text)
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
     print(f"Wrote {args.out / stem}.md and .json", file=sys.stderr)
