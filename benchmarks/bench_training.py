@@ -32,7 +32,9 @@ DEFAULT_EXEMPLARS = REPO / "assets" / "benchmark" / "on_top_of"
 
 # name -> (what it is, InversionSettings changes, benchmark-side switches)
 VARIANTS: dict[str, tuple[str, dict, dict]] = {
-    "engine": ("engine defaults (fp32, SDPA, latents cached, <R> only)", {}, {}),
+    "engine": ("engine defaults (fp32, SDPA, latents cached, <R> only; micro-batches fused on CPU)", {}, {}),
+    "engine-unfused": ("engine, micro-batches one by one as the official loop", {"fuse_micro_batches": "off"}, {}),
+    "engine-fused": ("engine, a step's micro-batches as one batch (the CPU default)", {"fuse_micro_batches": "on"}, {}),
     "reference": ("official loop: VAE encode every step, fp32, AdamW on the whole table + restore", {"reference": True}, {}),
     "engine-tf32": ("engine, TF32 matmuls allowed", {}, {"tf32": True}),
     "engine-bf16": ("engine, mixed precision bf16", {"mixed_precision": "bf16"}, {}),
@@ -48,10 +50,10 @@ VARIANTS: dict[str, tuple[str, dict, dict]] = {
     "engine-bf16-compile": ("engine, bf16 + torch.compile on the UNet", {"mixed_precision": "bf16"}, {"compile": True}),
 }
 DEFAULT_VARIANTS = {
-    "cpu": ["engine", "reference", "engine-bf16", "engine-gc", "engine-b8x1", "engine-compile"],
+    "cpu": ["engine", "reference", "engine-unfused", "engine-bf16", "engine-gc", "engine-compile"],
     "cuda": [
-        "engine", "reference", "engine-tf32", "engine-bf16", "engine-fp16", "engine-bf16-gc", "engine-xformers",
-        "engine-bf16-compile",
+        "engine", "reference", "engine-tf32", "engine-bf16", "engine-fp16", "engine-bf16-gc", "engine-fused",
+        "engine-xformers", "engine-bf16-compile",
     ],
 }
 

@@ -70,6 +70,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
     g.add_argument("--attention", choices=["sdpa", "xformers"])
     g.add_argument("--gradient-checkpointing", action="store_true", dest="gradient_checkpointing", default=None)
+    g.add_argument(
+        "--fuse-micro-batches", choices=["auto", "on", "off"], dest="fuse_micro_batches",
+        help="run a step's micro-batches as one batch (auto: on CPU yes, on a GPU no)",
+    )
     g.add_argument("--resolution", type=int)
     g.add_argument("--preview-every", type=int, dest="preview_every")
     g.add_argument("--validation-prompt", dest="validation_prompt")

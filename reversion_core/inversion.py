@@ -265,6 +265,11 @@ class Inversion:
         else:
             self.relation_ddp, self.optimizer = acc.prepare(self.relation, optimizer)
             self._hook = table.register_forward_hook(self._splice)
+        # Micro-batches of one step through the models together (see InversionSettings.fuse_micro_batches). The
+        # reference loop keeps the official script's one-by-one accumulation.
+        self.fused = not s.reference and s.gradient_accumulation_steps > 1 and (
+            s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
+        )
         self.sampler = RelationFocalSampler(self.noise_scheduler.config.num_train_timesteps, s.alpha if s.importance_sampling else 0.0)
         self.generator = torch.Generator().manual_seed(s.seed + acc.process_index)  # all randomness of the run
         self.start_step = 0
@@ -331,11 +336,19 @@ class Inversion:
                     yield self._end(StoppedEvent, step - 1, start)
                     return
                 sums = {"loss": 0.0, "denoise": 0.0, "steer": 0.0}
-                for micro in range(accum):
+                if self.fused:  # every micro-batch's draws, one forward and backward: the accumulated gradient
+                    l_denoise, l_steer = self._losses([self._draw() for _ in range(accum)])
+                    loss = s.lambda_denoise * l_denoise + s.lambda_steer * l_steer
+                    if not torch.isfinite(loss):
+                        yield self._fail(step, start, "the loss")
+                        return
+                    acc.backward(loss)
+                    sums = {"loss": loss.item(), "denoise": l_denoise.item(), "steer": l_steer.item()}
+                for micro in range(0 if self.fused else accum):
                     # Sync gradients across GPUs only on the last micro-batch (no-op on one process).
                     sync = contextlib.nullcontext() if micro == accum - 1 or self.relation_ddp is None else acc.no_sync(self.relation_ddp)
                     with sync:
-                        l_denoise, l_steer = self._losses()
+                        l_denoise, l_steer = self._losses([self._draw()])
                         loss = s.lambda_denoise * l_denoise + s.lambda_steer * l_steer
                         if not torch.isfinite(loss):
                             yield self._fail(step, start, "the loss")
@@ -370,13 +383,12 @@ class Inversion:
             return
         yield self._end(FinishedEvent, total, start)
 
-    def _losses(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """One micro-batch: L_denoise at relation-focal timesteps and L_steer against this batch's words."""
+    def _draw(self) -> dict:
+        """One micro-batch's random choices, in a fixed order from the run's generator: images, captions, latent
+        samples, noise, timesteps and steering positives. Fused or not, a step draws exactly the same."""
         s, g, dev = self.settings, self.generator, self.device
         images = torch.randint(len(self.exemplars), (s.train_batch_size,), generator=g)
         captions = [self.captions_of_image[i][torch.randint(len(self.captions_of_image[i]), (1,), generator=g).item()] for i in images.tolist()]
-        input_ids = self.caption_ids[captions].to(dev)
-
         if s.reference:  # the official loop: encode the images every step
             dist = self.vae.encode(self.pixels[images].to(dev, self.weight_dtype)).latent_dist
             latents = dist.mean.float() + dist.std.float() * torch.randn(dist.mean.shape, generator=g).to(dev)
@@ -386,15 +398,29 @@ class Inversion:
         latents = latents * self.latent_scale
         noise = torch.randn(latents.shape, generator=g).to(dev)
         timesteps = self.sampler.sample(s.train_batch_size, g).to(dev)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        with self.accelerator.autocast():
-            hidden = self.text_encoder(input_ids)[0]
-            prediction = self.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype)).sample
-        l_denoise = denoise_loss(prediction, denoise_target(self.noise_scheduler, latents, noise, timesteps))
-
         chosen = torch.randperm(len(self.positive_embeds), generator=g)[: s.num_positives].to(dev)
         negatives = torch.unique(torch.cat([self.caption_negatives[c] for c in captions])).to(dev)
-        l_steer = steering_loss(self.current_vector(), self.positive_embeds[chosen], self.negative_embeds[negatives], s.temperature)
+        return {
+            "input_ids": self.caption_ids[captions].to(dev), "latents": latents, "noise": noise,
+            "timesteps": timesteps, "chosen": chosen, "negatives": negatives,
+        }
+
+    def _losses(self, draws: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_denoise at relation-focal timesteps over the draws' samples (one model call for all of them; equal-sized
+        micro-batches, so the mean over all samples is the mean of the micro-batch means) and L_steer against each
+        draw's words, averaged over the draws."""
+        cat = lambda key: torch.cat([d[key] for d in draws]) if len(draws) > 1 else draws[0][key]  # noqa: E731
+        latents, noise, timesteps = cat("latents"), cat("noise"), cat("timesteps")
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        with self.accelerator.autocast():
+            hidden = self.text_encoder(cat("input_ids"))[0]
+            prediction = self.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype)).sample
+        l_denoise = denoise_loss(prediction, denoise_target(self.noise_scheduler, latents, noise, timesteps))
+        vector, temperature = self.current_vector(), self.settings.temperature
+        l_steer = torch.stack([
+            steering_loss(vector, self.positive_embeds[d["chosen"]], self.negative_embeds[d["negatives"]], temperature)
+            for d in draws
+        ]).mean()
         return l_denoise, l_steer
 
     def _restore_other_rows(self) -> None:

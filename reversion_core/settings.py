@@ -11,6 +11,7 @@ DEFAULT_GUIDANCE_SCALE = 7.5  # classifier-free guidance weight used for every r
 DEFAULT_INFERENCE_STEPS = 50  # DDIM steps
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
+FUSE_CHOICES = ("auto", "on", "off")
 
 
 @dataclass
@@ -40,6 +41,10 @@ class InversionSettings:
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"; the frozen models run in that dtype, <R> stays fp32
     attention: str = "sdpa"  # "sdpa" | "xformers"
     gradient_checkpointing: bool = False
+    # Run a step's micro-batches (batch x accumulation samples) through the models as one batch: the same samples,
+    # draws and gradient as accumulating them one by one, fewer and larger calls, more activation memory.
+    # "auto": together on CPU (per-call overhead dominates there), one by one on a GPU (memory is the limit there).
+    fuse_micro_batches: str = "auto"  # "auto" | "on" | "off"
     resolution: int | None = None  # None: the base model's sample size x the VAE scale factor
     preview_every: int = 0  # 0: no previews
     preview_images: int = 2
@@ -67,6 +72,8 @@ class InversionSettings:
             raise ReVersionError(
                 f"Mixed precision {self.mixed_precision!r} is unknown; use one of {', '.join(MIXED_PRECISION_CHOICES)}."
             )
+        if self.fuse_micro_batches not in FUSE_CHOICES:
+            raise ReVersionError(f"fuse_micro_batches {self.fuse_micro_batches!r} is unknown; use one of {', '.join(FUSE_CHOICES)}.")
         if self.attention not in ATTENTION_CHOICES:
             raise ReVersionError(f"Attention {self.attention!r} is unknown; use one of {', '.join(ATTENTION_CHOICES)}.")
         if not self.placeholder_token.strip() or any(c.isspace() for c in self.placeholder_token):

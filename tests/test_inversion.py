@@ -115,18 +115,20 @@ def test_resume_from_a_checkpoint_continues_the_same_run(exemplar_dir, tmp_path,
     assert torch.equal(events[-1].relation.vector, expected)
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_vector(exemplar_dir, tmp_path, tiny_pipeline):
+@pytest.mark.parametrize("fuse", ["on", "off"])
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_vector(exemplar_dir, tmp_path, tiny_pipeline, fuse):
     unet_forward, calls = tiny_pipeline.unet.forward, []
+    calls_per_step = 1 if fuse == "on" else 2  # fused: one UNet call for both micro-batches
 
     def poisoned(*args, **kwargs):
         out = unet_forward(*args, **kwargs)
         calls.append(1)
-        if len(calls) > 4:  # steps 1-2 (2 micro-batches each) are fine, step 3 turns NaN
+        if len(calls) > 2 * calls_per_step:  # steps 1-2 are fine, step 3 turns NaN
             out.sample = out.sample * float("nan")
         return out
 
     tiny_pipeline.unet.forward = poisoned
-    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=5)
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=5, fuse_micro_batches=fuse)
     for event in inversion:
         if isinstance(event, StepEvent) and event.step == 2:
             good = inversion.current_vector().detach().clone()
@@ -153,6 +155,32 @@ def test_fast_loop_matches_the_reference_loop(exemplar_dir, tmp_path, tiny_model
     keep = torch.arange(len(table)) != reference.placeholder_id
     assert torch.equal(table[keep], original[keep])  # the other rows were restored after every step
     assert torch.allclose(fast[-1].relation.vector, ref[-1].relation.vector, atol=1e-5)
+
+
+def test_fused_micro_batches_draw_the_same_samples_and_reach_the_same_vector(exemplar_dir, tmp_path, tiny_model_dir):
+    runs = {
+        fuse: Inversion(exemplar_dir, fuse, settings(max_train_steps=4, gradient_accumulation_steps=3, fuse_micro_batches=fuse),
+                        base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu")
+        for fuse in ("on", "off")
+    }
+    calls = {}
+    for fuse, inversion in runs.items():
+        forward, calls[fuse] = inversion.unet.forward, []
+        inversion.unet.forward = lambda *a, _f=forward, _c=calls[fuse], **k: _c.append(a[0].shape[0]) or _f(*a, **k)
+    events = {fuse: list(inversion) for fuse, inversion in runs.items()}
+    assert calls["on"] == [6] * 4 and calls["off"] == [2] * 12  # 4 steps of 3 micro-batches of 2
+    on, off = ([e for e in events[f] if isinstance(e, StepEvent)] for f in ("on", "off"))
+    for a, b in zip(on, off):  # same draws, so the same losses up to float rounding
+        assert a.denoise_loss == pytest.approx(b.denoise_loss, rel=1e-4) and a.steer_loss == pytest.approx(b.steer_loss, rel=1e-4)
+    assert torch.allclose(events["on"][-1].relation.vector, events["off"][-1].relation.vector, atol=1e-5)
+
+
+def test_micro_batches_fuse_on_cpu_by_default_and_never_in_the_reference_loop(exemplar_dir, tmp_path, tiny_pipeline):
+    assert run(exemplar_dir, tmp_path, tiny_pipeline).fused
+    assert not run(exemplar_dir, tmp_path, tiny_pipeline, fuse_micro_batches="off", placeholder_token="<R1>").fused
+    assert not run(exemplar_dir, tmp_path, tiny_pipeline, reference=True, fuse_micro_batches="on", placeholder_token="<R2>").fused
+    with pytest.raises(ReVersionError, match="fuse_micro_batches 'sometimes' is unknown; use one of auto, on, off"):
+        settings(fuse_micro_batches="sometimes")
 
 
 def test_gradient_checkpointing_gives_the_same_result(exemplar_dir, tmp_path, tiny_model_dir):
