@@ -336,27 +336,24 @@ class Inversion:
                     yield self._end(StoppedEvent, step - 1, start)
                     return
                 sums = {"loss": 0.0, "denoise": 0.0, "steer": 0.0}
-                if self.fused:  # every micro-batch's draws, one forward and backward: the accumulated gradient
-                    l_denoise, l_steer = self._losses([self._draw() for _ in range(accum)])
-                    loss = s.lambda_denoise * l_denoise + s.lambda_steer * l_steer
-                    if not torch.isfinite(loss):
-                        yield self._fail(step, start, "the loss")
-                        return
-                    acc.backward(loss)
-                    sums = {"loss": loss.item(), "denoise": l_denoise.item(), "steer": l_steer.item()}
-                for micro in range(0 if self.fused else accum):
-                    # Sync gradients across GPUs only on the last micro-batch (no-op on one process).
-                    sync = contextlib.nullcontext() if micro == accum - 1 or self.relation_ddp is None else acc.no_sync(self.relation_ddp)
+                # The step's micro-batches: drawn first (same draws either way), then through the models as one
+                # group when fused, else one by one; each group's gradient is weighted by its share of the step.
+                draws = [self._draw() for _ in range(accum)]
+                groups = [draws] if self.fused else [[d] for d in draws]
+                for k, group in enumerate(groups):
+                    share = len(group) / accum
+                    # Sync gradients across GPUs only on the last group (no-op on one process).
+                    sync = contextlib.nullcontext() if k == len(groups) - 1 or self.relation_ddp is None else acc.no_sync(self.relation_ddp)
                     with sync:
-                        l_denoise, l_steer = self._losses([self._draw()])
+                        l_denoise, l_steer = self._losses(group)
                         loss = s.lambda_denoise * l_denoise + s.lambda_steer * l_steer
                         if not torch.isfinite(loss):
                             yield self._fail(step, start, "the loss")
                             return
-                        acc.backward(loss / accum)
-                    sums["loss"] += loss.item() / accum
-                    sums["denoise"] += l_denoise.item() / accum
-                    sums["steer"] += l_steer.item() / accum
+                        acc.backward(loss * share)
+                    sums["loss"] += loss.item() * share
+                    sums["denoise"] += l_denoise.item() * share
+                    sums["steer"] += l_steer.item() * share
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 if s.reference:
