@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from common import (
-    PeakMemory, child_main, fmt, load_average, machine, machine_line, markdown_table, med, quiet_libraries, run_child,
+    PeakMemory, child_main, choose_variants, fmt, load_average, machine, machine_line, markdown_table, med,
+    quiet_libraries, run_child, time_left,
 )
 from models import MODELS, SPEED_NOTE, describe
 
@@ -95,18 +96,12 @@ def measure(spec: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- in the parent
 def run_benchmark(args: argparse.Namespace) -> dict:
     device = args.device
-    variants = args.gen_variants or DEFAULT_VARIANTS["cuda" if device.startswith("cuda") else "cpu"]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
-    skipped = {v: why for v in variants if (why := available(v, device))}
+    variants, skipped = choose_variants(args.gen_variants, DEFAULT_VARIANTS, VARIANTS, device, available)
     load = load_average()
     results = {}
     deadline = getattr(args, "generation_deadline", None)
     for v in variants:
-        if v in skipped:
-            continue
-        timeout = args.timeout if deadline is None else min(args.timeout, deadline - time.perf_counter())
+        timeout = time_left(args.timeout, deadline)
         if timeout <= 0:
             results[v] = {"error": "not started: the --budget-s time was spent"}
             continue

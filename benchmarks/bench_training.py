@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from common import (
-    PeakMemory, REPO, child_main, duration, fmt, load_average, machine, machine_line, markdown_table, med,
-    process_peak_mib, quiet_libraries, run_child,
+    PeakMemory, REPO, child_main, choose_variants, duration, fmt, load_average, machine, machine_line, markdown_table,
+    med, process_peak_mib, quiet_libraries, run_child, time_left,
 )
 from models import MODELS, SPEED_NOTE, describe
 
@@ -211,19 +211,14 @@ def child(spec: dict) -> dict:
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Measure every variant (interleaved rounds) and the end-to-end run; return all figures."""
     device = args.device
-    variants = args.variants or DEFAULT_VARIANTS["cuda" if device.startswith("cuda") else "cpu"]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}.")
-    skipped = {v: why for v in variants if (why := available(v, device))}
-    runnable = [v for v in variants if v not in skipped]
+    runnable, skipped = choose_variants(args.variants, DEFAULT_VARIANTS, VARIANTS, device, available)
     in_process = child if args.in_process else None
     load = load_average()
     rounds: dict[str, list[dict]] = {v: [] for v in runnable}
     deadline = getattr(args, "training_deadline", None)
     for r in range(args.rounds):
         for v in runnable:
-            timeout = args.timeout if deadline is None else min(args.timeout, deadline - time.perf_counter())
+            timeout = time_left(args.timeout, deadline)
             if timeout <= 0:
                 rounds[v].append({"error": "not started: the --budget-s time was spent"})
                 continue
@@ -242,9 +237,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             model=args.model, device=device, exemplars=str(args.exemplars), steps=args.e2e_steps, end_to_end=True,
             resolution=args.resolution,
         )
-        timeout = max(args.timeout, 3 * args.e2e_steps)
-        if deadline is not None:
-            timeout = min(timeout, deadline - time.perf_counter())
+        timeout = time_left(max(args.timeout, 3 * args.e2e_steps), deadline)
         end_to_end = run_child(SCRIPT, spec, timeout, in_process) if timeout > 0 else {"error": "not started: the --budget-s time was spent"}
         print(f"  end to end {args.e2e_steps} steps: {end_to_end.get('error') or duration(end_to_end.get('process_wall_s', end_to_end.get('in_process_s')))}", file=sys.stderr)
     try:

@@ -223,3 +223,21 @@ def load_average() -> tuple[float, float, float]:
         return os.getloadavg()
     except OSError:
         return (float("nan"),) * 3
+
+
+def choose_variants(
+    asked: Sequence[str] | None, defaults: dict[str, list[str]], known: dict, device: str,
+    available: Callable[[str, str], str | None],
+) -> tuple[list[str], dict[str, str]]:
+    """The variants to run (``asked``, else the device's defaults) and those skipped here, with why."""
+    variants = list(asked or defaults["cuda" if device.startswith("cuda") else "cpu"])
+    unknown = [v for v in variants if v not in known]
+    if unknown:
+        raise SystemExit(f"Unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}.")
+    skipped = {v: why for v in variants if (why := available(v, device))}
+    return [v for v in variants if v not in skipped], skipped
+
+
+def time_left(timeout: float, deadline: float | None) -> float:
+    """Seconds a measurement may take: its own timeout, cut to what is left before the --budget-s deadline."""
+    return timeout if deadline is None else min(timeout, deadline - time.perf_counter())

@@ -11,11 +11,10 @@ AdamW over the whole embedding table with the other rows restored after each ste
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS
+from tiny_models import tiny_models
 
 torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
 
@@ -21,8 +22,8 @@ CONTENT_WORDS = (
 
 def build_tiny_model(folder: Path, prediction_type: str = "epsilon") -> Path:
     """Save a miniature StableDiffusionPipeline (16 px images, 8x8 latents, 32-dim text) to ``folder``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     from reversion_core.tokenizer_files import write_clip_tokenizer
 
@@ -30,22 +31,7 @@ def build_tiny_model(folder: Path, prediction_type: str = "epsilon") -> Path:
     words = sorted(FUNCTION_WORDS | set(BASIS_PREPOSITIONS) | set(CONTENT_WORDS))
     write_clip_tokenizer(folder / "tok", words)
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tok")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            projection_dim=32, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=4, attention_head_dim=4,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
-    )
+    text_encoder, vae, unet = tiny_models(tokenizer)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
         prediction_type=prediction_type,
