@@ -13,10 +13,12 @@ def steering_loss(r: torch.Tensor, positives: torch.Tensor, negatives: torch.Ten
     """Eq. 4: InfoNCE pulling the relation embedding ``r`` [D] towards ``positives`` [L, D] and away from ``negatives`` [M, D].
 
     All embeddings are normalised to unit length. With no negatives the loss is 0 (nothing to push away from).
+    Computed in float32 at least (half-precision inputs are upcast); float64 inputs stay float64.
     """
-    r = F.normalize(r.float().reshape(-1), dim=0)
-    pos_logits = F.normalize(positives.float(), dim=-1) @ r / temperature
-    neg_logits = F.normalize(negatives.float().reshape(-1, r.numel()), dim=-1) @ r / temperature
+    dtype = torch.promote_types(r.dtype, torch.float32)
+    r = F.normalize(r.to(dtype).reshape(-1), dim=0)
+    pos_logits = F.normalize(positives.to(dtype), dim=-1) @ r / temperature
+    neg_logits = F.normalize(negatives.to(dtype).reshape(-1, r.numel()), dim=-1) @ r / temperature
     all_logits = torch.cat([pos_logits, neg_logits])
     return torch.logsumexp(all_logits, dim=0) - torch.logsumexp(pos_logits, dim=0)  # = -log(sum_pos / sum_all)
 

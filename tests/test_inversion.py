@@ -187,7 +187,7 @@ def test_gradient_checkpointing_gives_the_same_result(exemplar_dir, tmp_path, ti
     plain = list(Inversion(exemplar_dir, "a", settings(max_train_steps=2), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu"))
     ckpt = list(Inversion(exemplar_dir, "b", settings(max_train_steps=2, gradient_checkpointing=True), base_model=tiny_model_dir,
                           relations_dir=tmp_path, device="cpu"))
-    assert torch.allclose(plain[-1].relation.vector, ckpt[-1].relation.vector, atol=1e-6)
+    assert torch.allclose(plain[-1].relation.vector, ckpt[-1].relation.vector, rtol=1e-5, atol=1e-5)
 
 
 def test_placeholder_token_already_in_the_vocabulary_is_refused(exemplar_dir, tmp_path, tiny_pipeline):

@@ -10,24 +10,33 @@ from reversion_core.objectives import RelationFocalSampler, denoise_target, samp
 
 
 def test_steering_loss_equals_hand_computation():
-    r = torch.tensor([3.0, 4.0])  # normalised: (0.6, 0.8)
-    positives = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # normalised: (1, 0), (0, 1)
-    negatives = torch.tensor([[-1.0, 0.0]])
+    # float64 throughout, so the comparison holds on any CPU (float32 rounding differs between machines).
+    f64 = dict(dtype=torch.float64)
+    r = torch.tensor([3.0, 4.0], **f64)  # normalised: (0.6, 0.8)
+    positives = torch.tensor([[1.0, 0.0], [0.0, 2.0]], **f64)  # normalised: (1, 0), (0, 1)
+    negatives = torch.tensor([[-1.0, 0.0]], **f64)
     gamma = 0.5
     pos = [math.exp(0.6 / gamma), math.exp(0.8 / gamma)]
     neg = [math.exp(-0.6 / gamma)]
     expected = -math.log(sum(pos) / (sum(pos) + sum(neg)))
-    assert steering_loss(r, positives, negatives, gamma).item() == pytest.approx(expected, rel=1e-6)
+    assert steering_loss(r, positives, negatives, gamma).item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_steering_loss_is_zero_without_negatives():
-    loss = steering_loss(torch.randn(8), torch.randn(3, 8), torch.empty(0, 8), 0.07)
-    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    f64 = dict(dtype=torch.float64)
+    loss = steering_loss(torch.randn(8, **f64), torch.randn(3, 8, **f64), torch.empty(0, 8, **f64), 0.07)
+    assert loss.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_steering_loss_of_half_inputs_is_computed_in_float32():
+    loss = steering_loss(torch.randn(8).half(), torch.randn(3, 8).half(), torch.randn(2, 8).half())
+    assert loss.dtype == torch.float32
 
 
 def test_steering_loss_ignores_vector_lengths():
-    r, p, n = torch.randn(16), torch.randn(4, 16), torch.randn(5, 16)
-    assert steering_loss(7 * r, 3 * p, 0.2 * n).item() == pytest.approx(steering_loss(r, p, n).item(), rel=1e-5)
+    f64 = dict(dtype=torch.float64)
+    r, p, n = torch.randn(16, **f64), torch.randn(4, 16, **f64), torch.randn(5, 16, **f64)
+    assert steering_loss(7 * r, 3 * p, 0.2 * n).item() == pytest.approx(steering_loss(r, p, n).item(), rel=1e-10)
 
 
 def test_steering_loss_gradient_pulls_towards_positives():
@@ -67,4 +76,4 @@ def test_denoise_target_is_noise_or_velocity():
     v_sched = DDPMScheduler(prediction_type="v_prediction")
     a = v_sched.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1)
     s = (1 - v_sched.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1)
-    assert torch.allclose(denoise_target(v_sched, latents, noise, t), a * noise - s * latents, atol=1e-6)
+    assert torch.allclose(denoise_target(v_sched, latents, noise, t), a * noise - s * latents, rtol=1e-5, atol=1e-5)
