@@ -7,13 +7,14 @@ diffusers) are imported on first use so the app serves its first page before the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -33,6 +34,10 @@ UPDATE_EVERY_S = 0.7  # the UI gets at most this many training updates a second 
 NEAREST_K = 8
 CAPTION_SEPARATOR = "|"
 LEVEL_NAMES = {1: "1 (entities)", 2: "2 (+ colours)", 3: "3 (+ patterns, background)"}
+MAX_TRAIN_STEPS = 100_000  # the most steps one run (or one continuation) may ask for
+EXEMPLARS_DIR = "exemplars"  # in a run folder: the exemplars it learned from, for continuing it
+LOSSES_FILE = "losses.json"  # in a run folder: the loss plot's rows so far
+log = logging.getLogger(__name__)
 
 
 def quiet_libraries() -> None:
@@ -178,13 +183,38 @@ def loss_rows(step: int, total: float, denoise: float, steer: float) -> list[dic
     ]
 
 
+SMOOTHED = " (smoothed)"
+SMOOTHING = 0.1  # weight of the newest step in the smoothed line (an exponential moving average, debiased)
+# Draw order of each plot: raw lines first (faint), smoothed ones over them, total last so denoise never hides it.
+MAIN_SERIES = ("denoise", "total", "denoise" + SMOOTHED, "total" + SMOOTHED)
+STEER_SERIES = ("steering", "steering" + SMOOTHED)
+PLOT_POINTS = 500  # at most this many points a line: a long run's plot stays light for the browser
+
+
 def loss_frames(rows: list[dict[str, Any]]):
-    """Two plot tables: total and denoise loss (similar scales), and the steering loss (a larger scale)."""
+    """Two plot tables, each raw per-step series plus its smoothed line: total and denoise loss (similar scales), and
+    the steering loss (a larger scale)."""
     import pandas as pd
 
     # explicit dtypes: an empty first frame must already read as numbers, or the plot treats the axes as categories
     frame = pd.DataFrame(rows, columns=["step", "loss", "series"]).astype({"step": "int64", "loss": "float64", "series": "str"})
-    return frame[frame.series != "steering"].reset_index(drop=True), frame[frame.series == "steering"].reset_index(drop=True)
+    parts = [frame]
+    for series, group in frame.groupby("series", sort=False):
+        smooth = group.sort_values("step").assign(series=series + SMOOTHED)
+        smooth["loss"] = smooth["loss"].ewm(alpha=SMOOTHING, adjust=True).mean()
+        parts.append(smooth)
+    frame = pd.concat(parts, ignore_index=True)
+    last = int(frame.step.max()) if len(frame) else 0
+    every = -(-last // PLOT_POINTS) if last > PLOT_POINTS else 1  # thin evenly after smoothing, keeping the last step
+    if every > 1:
+        frame = frame[(frame.step % every == 0) | (frame.step == last)]
+
+    def ordered(names):
+        part = frame[frame.series.isin(names)].copy()
+        part["order"] = part.series.map({n: k for k, n in enumerate(names)})
+        return part.sort_values(["order", "step"], kind="stable").drop(columns="order").reset_index(drop=True)
+
+    return ordered(MAIN_SERIES), ordered(STEER_SERIES)
 
 
 def _clock(seconds: float) -> str:
@@ -192,39 +222,101 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-class TrainingSlot:
-    """The machine's one training slot: who holds it, the running Inversion, and stop requests.
+class TrainingJob:
+    """One training on the server: it runs in its own thread, whatever happens to the page that started it.
 
-    The app's queue already runs one training at a time; the slot tells others that they wait and lets only the
-    session that started a run stop it.
+    The thread writes the latest state (status, loss rows, previews, nearest words, the saved name); any number of
+    pages follow it with :meth:`updates`, and a page that goes away only stops following.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._state = threading.Lock()
-        self.owner: str | None = None
+    def __init__(self, owner: str | None, name: str, rows: list[dict[str, Any]] | None = None) -> None:
+        self.owner, self.name = owner, name
         self.inversion = None
-        self.name: str | None = None
-        self._cancelled: set[str] = set()
+        self.stop_requested = False
+        self.done = False
+        self.started = False
+        self._changed = threading.Condition()
+        self._version = 0
+        self._update = TrainUpdate(f"Starting **{name}**: loading the base model...", list(rows or []))
+
+    def publish(self, update: TrainUpdate, done: bool = False) -> None:
+        with self._changed:
+            self._update = update
+            self._version += 1
+            self.done = self.done or done
+            self._changed.notify_all()
+
+    def latest(self) -> TrainUpdate:
+        with self._changed:
+            return self._update
+
+    def stop(self) -> None:
+        """End the run after its current step (it saves); a run still loading stops as soon as it has loaded."""
+        with self._changed:
+            self.stop_requested = True
+            inversion = self.inversion
+        if inversion is not None:
+            inversion.stop()
+
+    def updates(self, poll_s: float = UPDATE_EVERY_S) -> Iterator[TrainUpdate]:
+        """The job's state now, then each change, until the job has ended (its last state included)."""
+        seen = -1
+        while True:
+            with self._changed:
+                if self._version == seen:
+                    self._changed.wait(poll_s)
+                if self._version == seen:
+                    continue
+                seen, update, done = self._version, self._update, self.done
+            yield update
+            if done:
+                return
+
+
+class TrainingSlot:
+    """The machine's one training slot: runs jobs one after another (first come, first served), tells others that
+    they wait, and lets only the owner of a job stop it or cancel it while it waits."""
+
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._queue: list[TrainingJob] = []  # the running job first, then the waiting ones
+        self._cancelled: set[str] = set()  # owners whose next queued run must not start (Stop pressed while waiting)
+        self._last: dict[str | None, TrainingJob] = {}
+
+    @property
+    def running(self) -> TrainingJob | None:
+        with self._state:
+            return self._queue[0] if self._queue and self._queue[0].started else None
 
     def busy(self) -> bool:
-        return self._lock.locked()
+        with self._state:
+            return bool(self._queue)
 
     def waiting_message(self) -> str:
-        return f"Waiting: another training ({self.name or 'starting'}) is running; yours starts as soon as it ends."
+        job = self.running
+        return f"Waiting: another training ({job.name if job else 'starting'}) is running; yours starts as soon as it ends."
+
+    def job_of(self, owner: str | None) -> TrainingJob | None:
+        """The owner's latest job while it runs or waits (what a reloaded page follows)."""
+        with self._state:
+            job = self._last.get(owner)
+            return job if job is not None and not job.done else None
 
     def stop(self, owner: str | None) -> str:
         """Stop ``owner``'s run (it saves the latest <R>), or cancel its queued one."""
         with self._state:
-            if self.inversion is not None and (owner is None or owner == self.owner):
-                self.inversion.stop()
-                return "Stopping after this step; the latest <R> will be saved."
-            if self.busy() and owner == self.owner:
-                self._cancelled.add(owner)
+            mine = [job for job in self._queue if job.owner == owner or owner is None]
+            head = self._queue[0] if self._queue else None
+            if head is not None and head in mine:
+                head.stop()
+                if head.inversion is not None:
+                    return "Stopping after this step; the latest <R> will be saved."
                 return "Stopping as soon as the base model has loaded; the starting <R> will be saved."
-            if self.busy() and owner != self.owner:
+            if head is not None:
                 if owner is not None:
                     self._cancelled.add(owner)
+                for job in mine:
+                    job.stop()
                 return "The running training belongs to another session; your queued training, if any, was cancelled."
             return "No training of yours is running."
 
@@ -233,28 +325,38 @@ class TrainingSlot:
         with self._state:
             self._cancelled.discard(owner)
 
-    def run(self, owner: str | None, make: Callable[[], Any]) -> Iterator[Any]:
-        """Hold the slot while iterating the Inversion that ``make()`` builds; always frees the slot."""
-        with self._lock:
+    def submit(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> TrainingJob:
+        """Queue ``job``; a server thread runs ``work(job)`` when the slot is free (skipped if cancelled first)."""
+        with self._state:
+            self._queue.append(job)
+            self._last[job.owner] = job
+        if len(self._queue) > 1:
+            job.publish(TrainUpdate(self.waiting_message(), job.latest().losses))
+        threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"training-{job.name}").start()
+        return job
+
+    def _run(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> None:
+        with self._state:
+            while self._queue[0] is not job:
+                self._state.wait()
+            cancelled = job.stop_requested or job.owner in self._cancelled
+            self._cancelled.discard(job.owner)
+            job.started = True
+        try:
+            if cancelled:
+                job.publish(TrainUpdate("Your queued training was cancelled before it started.", job.latest().losses), done=True)
+            else:
+                work(job)
+        except Exception as exc:  # the thread has no caller: turn any error into the job's last state
+            if not isinstance(exc, ReVersionError):
+                log.exception("training %s failed", job.name)
+                exc = ReVersionError(f"Training failed ({type(exc).__name__}); nothing was saved.")
+            job.publish(TrainUpdate(str(exc), job.latest().losses, warning=str(exc)), done=True)
+        finally:
+            job.publish(job.latest(), done=True)
             with self._state:
-                if owner is not None and owner in self._cancelled:
-                    self._cancelled.discard(owner)
-                    return
-                self.owner = owner
-            try:
-                inversion = make()
-                with self._state:
-                    self.inversion = inversion
-                    self.name = inversion.name
-                    if owner is not None and owner in self._cancelled:  # Stop pressed while the model loaded
-                        inversion.stop()
-                yield inversion
-            finally:
-                with self._state:
-                    if self.inversion is not None:
-                        self.inversion.stop()  # a closed stream (browser gone) must not leave the loop running
-                    self.owner = self.inversion = self.name = None
-                    self._cancelled.discard(owner)
+                self._queue.remove(job)
+                self._state.notify_all()
 
 
 # ----------------------------------------------------------------------------------------------- the studio
@@ -269,6 +371,8 @@ class Studio:
         benchmark_dir: str | os.PathLike = DEFAULT_BENCHMARK_DIR,
         temp_dir: str | os.PathLike | None = None,
         device: str | None = None,
+        attention: str = "sdpa",
+        runs_dir: str | os.PathLike | None = None,
     ) -> None:
         from .base_model import resolve_source  # cheap: no torch model is loaded
 
@@ -277,7 +381,9 @@ class Studio:
         self.benchmark_dir = Path(benchmark_dir)
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="reversion-studio-"))
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self.device = device
+        self.device, self.attention = device, attention
+        # checkpoints of the app's runs, where the CLI keeps its own (``--resume runs/NAME`` reads them too)
+        self.runs_dir = Path(runs_dir) if runs_dir else self.relations_dir.parent / "runs"
         self.slot = TrainingSlot()
         self._generator = None
         # Loading models is serialised: accelerate's empty-weights loading patches torch.nn globally, so a model
@@ -308,7 +414,8 @@ class Studio:
 
                 quiet_libraries()
                 try:
-                    generator = RelationGenerator(self.base_model, device=self.device, relations_dir=self.relations_dir)
+                    generator = RelationGenerator(self.base_model, device=self.device, attention=self.attention,
+                                                  relations_dir=self.relations_dir)
                     generator.pipeline  # noqa: B018  (load now, under the lock)
                 except ReVersionError as exc:
                     self._generator_error = exc
@@ -326,6 +433,14 @@ class Studio:
 
     def relation_names(self) -> list[str]:
         return [r.path.name for r in self.relations() if r.path is not None]
+
+    def relation_names_on_disk(self) -> list[str]:
+        """Every readable relation's name, whatever its base model (cheap: no model is loaded)."""
+        return [r.path.name for r in list_relations(self.relations_dir) if r.path is not None]
+
+    def free_name(self, name: str) -> str:
+        """``name`` when no relation has it yet, else the first free ``name_2``, ``name_3``, ..."""
+        return free_relation_name(name, self.relations_dir)
 
     def relation(self, name: str) -> RelationPrompt:
         """One relation of the relations folder, checked against the loaded base model."""
@@ -466,55 +581,187 @@ class Studio:
     def train(
         self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings, overwrite: bool = False,
     ) -> Iterator[TrainUpdate]:
-        """Train a relation in the slot, yielding UI updates; the last one names the saved relation."""
+        """Start a training on the server and follow it; the last update names the saved relation."""
+        yield from self.start_training(owner, exemplars, name, settings, overwrite).updates()
+
+    def start_training(
+        self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings, overwrite: bool = False,
+    ) -> TrainingJob:
+        """Queue a training of a new relation; it runs in a server thread until it ends, page or no page."""
         self.check_new_relation(name, overwrite)
-        from .inspect import nearest_words
-        from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+        settings = replace(settings, attention=self.attention)
 
         def make():
             from .inversion import Inversion
 
-            quiet_libraries()
-            with self._model_lock:
-                return Inversion(exemplars, name, settings, base_model=self.base_model, relations_dir=self.relations_dir,
-                                 overwrite=overwrite, device=self.device)
+            return Inversion(exemplars, name, settings, base_model=self.base_model, relations_dir=self.relations_dir,
+                             overwrite=overwrite, device=self.device)
 
-        rows: list[dict[str, Any]] = []
+        job = TrainingJob(owner, name)
+        return self.slot.submit(job, lambda job: self._run_training(job, make, exemplars))
+
+    def continuable(self) -> list[str]:
+        """Relations that can be trained further: those whose last run left its checkpoint in the runs folder."""
+        return [n for n in self.relation_names_on_disk() if any((self.runs_dir / n).glob("step-*.pt"))]
+
+    def continue_training(self, owner: str | None, name: str, more_steps: int) -> TrainingJob:
+        """Queue ``more_steps`` further steps of a relation trained here, from its last checkpoint: the same optimizer
+        state and random stream, so the result is the one a longer run would have given."""
+        from .inversion import Inversion
+
+        relation = self.relation(name)
+        if not 1 <= int(more_steps) <= MAX_TRAIN_STEPS:
+            raise ReVersionError(f"Train between 1 and {MAX_TRAIN_STEPS} more steps, not {more_steps}.")
+        run = self.runs_dir / relation.path.name
+        checkpoints = sorted(run.glob("step-*.pt"))
+        if not checkpoints or not (run / EXEMPLARS_DIR).is_dir():
+            raise ReVersionError(f"Relation {name!r} has no checkpoint to continue from; only relations trained in this app can be continued.")
+        state = Inversion._read_checkpoint(checkpoints[-1])
+        if state["step"] != relation.card.get("steps"):
+            raise ReVersionError(
+                f"Relation {name!r} is at step {relation.card.get('steps')} but its checkpoint is at step {state['step']}; it cannot be continued."
+            )
+        settings = replace(InversionSettings.from_dict(state["settings"]), max_train_steps=int(state["step"]) + int(more_steps))
+        exemplars = load_exemplars(run / EXEMPLARS_DIR, settings.placeholder_token)
+        history = _read_losses(run / LOSSES_FILE)
+
+        def make():
+            return Inversion(exemplars, relation.path.name, settings, base_model=self.base_model, relations_dir=self.relations_dir,
+                             overwrite=True, resume_from=checkpoints[-1], device=self.device)
+
+        job = TrainingJob(owner, relation.path.name, history)
+        return self.slot.submit(job, lambda job: self._run_training(job, make, exemplars))
+
+    def follow(self, owner: str | None) -> Iterator[TrainUpdate]:
+        """The updates of ``owner``'s running or waiting training, if any (a reloaded page picks it up again)."""
+        job = self.slot.job_of(owner)
+        if job is not None:
+            yield from job.updates()
+
+    def _run_training(self, job: TrainingJob, make: Callable[[], Any], exemplars: ExemplarSet) -> None:
+        """The body of a training thread: build the run, then turn its events into the job's state."""
+        from .inspect import nearest_words
+        from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+
+        quiet_libraries()
+        with self._model_lock:
+            inversion = make()
+        with job._changed:
+            job.inversion = inversion
+            if job.stop_requested:  # Stop pressed while the model loaded
+                inversion.stop()
+        name, total = job.name, inversion.settings.max_train_steps
+        rows = list(job.latest().losses)
         previews: list[tuple[Image.Image, str]] = []
         nearest: dict[str, float] = {}
-        started = False
-        for inversion in self.slot.run(owner, make):
-            started = True
-            yield TrainUpdate(f"Training **{name}**: step 0 of {settings.max_train_steps}.", rows)
-            last_ui = 0.0
-            for event in inversion:
-                if isinstance(event, StepEvent):
-                    rows += loss_rows(event.step, event.loss, event.denoise_loss, event.steer_loss)
-                    now = time.monotonic()
-                    if now - last_ui < UPDATE_EVERY_S and event.step < event.total_steps:
-                        continue
-                    last_ui = now
-                    nearest = dict(nearest_words(inversion.current_vector().detach(), inversion.pipe, NEAREST_K))
-                    rate = event.step / event.elapsed if event.elapsed > 0 else 0.0
-                    status = (f"Training **{name}**: step {event.step} of {event.total_steps} · {rate:.2f} steps/s · "
-                              f"elapsed {_clock(event.elapsed)} · about {_clock(event.eta)} left · loss {event.loss:.4f}")
-                    yield TrainUpdate(status, rows, previews, nearest)
-                elif isinstance(event, PreviewEvent):
-                    previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
-                    yield TrainUpdate(f"Training **{name}**: preview at step {event.step}.", rows, previews, nearest)
-                elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
-                    if event.relation is not None:
-                        nearest = dict(nearest_words(event.relation.vector, inversion.pipe, NEAREST_K))
-                    if isinstance(event, FailedEvent):
-                        saved = event.path.name if event.path else None
-                        yield TrainUpdate(event.message, rows, previews, nearest, saved, warning=event.message)
-                    else:
-                        verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
-                        status = (f"{verb} at step {event.step} in {_clock(event.elapsed)}; relation **{name}** is saved "
-                                  "and ready in the Generate tab.")
-                        yield TrainUpdate(status, rows, previews, nearest, event.path.name if event.path else name)
-        if not started:
-            yield TrainUpdate("Your queued training was cancelled before it started.", rows)
+        job.publish(TrainUpdate(f"Training **{name}**: step {inversion.start_step} of {total}.", list(rows)))
+        last_ui = 0.0
+        for event in inversion:
+            if isinstance(event, StepEvent):
+                rows += loss_rows(event.step, event.loss, event.denoise_loss, event.steer_loss)
+                now = time.monotonic()
+                if now - last_ui < UPDATE_EVERY_S and event.step < event.total_steps:
+                    continue
+                last_ui = now
+                nearest = dict(nearest_words(inversion.current_vector().detach(), inversion.pipe, NEAREST_K))
+                done = event.step - inversion.start_step
+                rate = done / event.elapsed if event.elapsed > 0 else 0.0
+                status = (f"Training **{name}**: step {event.step} of {event.total_steps} · {rate:.2f} steps/s · "
+                          f"elapsed {_clock(event.elapsed)} · about {_clock(event.eta)} left · loss {event.loss:.4f}")
+                job.publish(TrainUpdate(status, list(rows), previews, nearest))
+            elif isinstance(event, PreviewEvent):
+                previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
+                job.publish(TrainUpdate(f"Training **{name}**: preview at step {event.step}.", list(rows), previews, nearest))
+            elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
+                if event.relation is not None and _finite(event.relation.vector):
+                    nearest = dict(nearest_words(event.relation.vector, inversion.pipe, NEAREST_K))
+                saved = event.path.name if event.path is not None else None
+                if isinstance(event, FailedEvent):
+                    where = f" It was saved as **{saved}**." if saved else ""
+                    status = f"Failed at step {event.step}. {event.message}{where}"
+                    job.publish(TrainUpdate(status, rows, previews, nearest, saved, warning=status), done=True)
+                    return
+                if saved is not None:
+                    self._save_run(inversion, saved, event.step, exemplars, rows)
+                verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
+                took = f"at step {event.step} in {_clock(event.elapsed)}"
+                if saved is None:
+                    status = f"{verb} {took}; the relation could not be saved."
+                elif saved != name:
+                    status = (f"{verb} {took}; saved as **{saved}** (the existing **{name}** was kept), ready in the "
+                              "Generate tab.")
+                else:
+                    status = f"{verb} {took}; relation **{saved}** is saved and ready in the Generate tab."
+                job.publish(TrainUpdate(status, rows, previews, nearest, saved), done=True)
+                return
+
+    def _save_run(self, inversion, name: str, step: int, exemplars: ExemplarSet, rows: list[dict[str, Any]]) -> None:
+        """Keep what continuing ``name`` later needs beside the relation: its checkpoint, exemplars and loss history."""
+        run = self.runs_dir / name
+        try:
+            inversion.checkpoint_dir = run
+            latest = inversion.save_checkpoint(step)
+            for old in run.glob("step-*.pt"):
+                if old != latest:
+                    old.unlink(missing_ok=True)
+            save_exemplars(exemplars, run / EXEMPLARS_DIR)
+            _write_atomic(run / LOSSES_FILE, json.dumps(rows))
+        except OSError as exc:  # the relation itself is saved; only continuing it later is lost
+            log.warning("could not keep the run of %s for continuing (%s)", name, exc)
+
+
+def save_exemplars(exemplars: ExemplarSet, folder: Path) -> Path:
+    """Write an exemplar set as a benchmark-layout folder (lossless PNGs in their order, text.json, relation.json and
+    templates.json when known), replacing ``folder`` whole."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        captions = {}
+        for k, e in enumerate(exemplars.exemplars):
+            file = f"{k:03d}-{Path(e.name).stem}.png"  # numbered: loading sorts by name, so the order is kept
+            e.image.save(tmp / file)
+            captions[file] = list(e.captions)
+        (tmp / "text.json").write_text(json.dumps(captions, indent=1), encoding="utf-8")
+        if exemplars.relation:
+            (tmp / "relation.json").write_text(json.dumps(exemplars.relation), encoding="utf-8")
+        if exemplars.templates:
+            (tmp / "templates.json").write_text(json.dumps(exemplars.templates), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_losses(path: Path) -> list[dict[str, Any]]:
+    """A run's saved loss rows; an unreadable file only means the plot starts empty."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return [{"step": int(r["step"]), "loss": float(r["loss"]), "series": str(r["series"])} for r in rows]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+
+
+def free_relation_name(name: str, relations_dir: Path) -> str:  # provisional until relation_file has one
+    candidate, k = name, 1
+    while (Path(relations_dir) / candidate).exists():
+        k += 1
+        candidate = f"{name}_{k}"
+    return candidate
+
+
+def _finite(vector) -> bool:
+    import torch
+
+    return bool(torch.isfinite(vector).all())
 
 
 def _stem_name(files: list[Path]) -> str | None:
@@ -524,16 +771,51 @@ def _stem_name(files: list[Path]) -> str | None:
     return None
 
 
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit signed
+# The Train tab's fields: (label, lowest, highest); the widgets and app_settings both read them.
+TRAIN_BOUNDS = {
+    "steps": ("Steps", 1, MAX_TRAIN_STEPS),
+    "learning_rate": ("Learning rate", 1e-7, 0.1),
+    "batch_size": ("Batch size", 1, 16),
+    "seed": ("Seed", 0, MAX_SEED),
+    "lambda_steer": ("Steering weight", 0.0, 10.0),
+    "alpha": ("Sampling alpha", 0.0, 1.0),
+    "num_positives": ("Positives per step", 1, 56),
+    "temperature": ("Temperature", 1e-3, 10.0),
+    "grad_accum": ("Gradient accumulation", 1, 16),
+    "preview_every": ("Preview every K steps", 0, MAX_TRAIN_STEPS),
+}
+
+
+def bounded(field_name: str, value: Any, integer: bool = False) -> int | float:
+    """A Train tab value checked against :data:`TRAIN_BOUNDS` (finite, in range, whole where it must be)."""
+    import math
+
+    label, low, high = TRAIN_BOUNDS[field_name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if integer and isinstance(value, int) and not isinstance(value, bool):
+        number = value  # keep big seeds exact
+    if not math.isfinite(number) or not low <= number <= high or integer and number != int(number):
+        kind = "a whole number" if integer else "a number"
+        raise ReVersionError(f"{label} must be {kind} from {low:g} to {high:g}, not {value!r}.")
+    return int(number) if integer else float(number)
+
+
 def app_settings(
     steps: int, learning_rate: float, batch_size: int, seed: int, steering: bool, lambda_steer: float,
     importance_sampling: bool, alpha: float, num_positives: int, temperature: float, grad_accum: int,
     preview_every: int, validation_prompt: str,
 ) -> InversionSettings:
-    """Settings from the Train tab's controls (steering off means lambda_steer = 0)."""
+    """Settings from the Train tab's controls (steering off means lambda_steer = 0); out-of-range values are refused."""
     return InversionSettings(
-        max_train_steps=int(steps), learning_rate=float(learning_rate), train_batch_size=int(batch_size), seed=int(seed),
-        lambda_steer=float(lambda_steer) if steering else 0.0, importance_sampling=bool(importance_sampling),
-        alpha=float(alpha), num_positives=int(num_positives), temperature=float(temperature),
-        gradient_accumulation_steps=int(grad_accum), preview_every=int(preview_every), preview_images=2,
-        preview_steps=20, validation_prompt=validation_prompt or "circle <R> square",
+        max_train_steps=bounded("steps", steps, True), learning_rate=bounded("learning_rate", learning_rate),
+        train_batch_size=bounded("batch_size", batch_size, True), seed=bounded("seed", seed, True),
+        lambda_steer=bounded("lambda_steer", lambda_steer) if steering else 0.0, importance_sampling=bool(importance_sampling),
+        alpha=bounded("alpha", alpha), num_positives=bounded("num_positives", num_positives, True),
+        temperature=bounded("temperature", temperature), gradient_accumulation_steps=bounded("grad_accum", grad_accum, True),
+        preview_every=bounded("preview_every", preview_every, True), preview_images=2, preview_steps=20,
+        validation_prompt=validation_prompt or "circle <R> square",
     )

@@ -1,7 +1,6 @@
 """The Gradio app, driven through gradio_client against a server this module launches (tiny model, offline)."""
 from __future__ import annotations
 
-import html
 import json
 import os
 import socket
@@ -99,16 +98,15 @@ def client(app):
 def error_of(call) -> str:
     with pytest.raises(AppError) as info:
         call()
-    return html.unescape(str(info.value))
+    return str(info.value)
 
 
 def train_args(name: str, numbers=QUICK, source="Benchmark set", files=(), captions="", overwrite=False) -> list:
-    return [source, "above", [handle_file(f) for f in files], captions, name, overwrite, *numbers]
+    return [source, "above", name, overwrite, *numbers, [handle_file(f) for f in files], captions]
 
 
 def relation_names(client: Client) -> list[str]:
-    update = client.predict(None, api_name="/list_relations")
-    return [c[0] if isinstance(c, (list, tuple)) else c for c in update["choices"]]
+    return client.predict(api_name="/list_relations")
 
 
 def generate(client: Client, relation, a="red circle", b="blue square", mode="Entities", prompt="", n=2):
@@ -146,7 +144,7 @@ def test_free_prompt_mode_takes_any_text_with_the_placeholder(client):
 def test_a_short_training_streams_losses_and_previews_and_appears_in_the_relation_list(client, app):
     job = client.submit(*train_args("trained_quick"), api_name="/train")
     outputs = list(job)
-    status, plot, _steer, previews, nearest, dropdown = job.outputs()[-1]
+    status, plot, _steer, previews, nearest, dropdown, _continuable = job.outputs()[-1]
     assert status.startswith("Finished at step 3")
     assert {row[0] for row in plot["data"]} == {1, 2, 3}
     assert previews and nearest["confidences"]
@@ -321,3 +319,112 @@ def test_files_outside_the_app_folders_are_not_served(app):
 
 def test_the_app_keeps_serving_after_bad_input(client):
     assert SHIPPED in relation_names(client)
+
+
+# ----------------------------------------------------------------------------------------------- hardening
+def test_error_texts_reach_api_clients_as_plain_text(client, tmp_path):
+    files = [write_image(tmp_path / "a.png")]
+    message = error_of(lambda: client.predict(*train_args("x", source="Upload", files=files, captions="cat on box"),
+                                              api_name="/prepare_training"))
+    assert message == "Caption 'cat on box' of image a.png has no placeholder; write {} or <R> where the relation goes."
+
+
+def test_the_api_lists_relation_choices_names_its_outputs_and_types_integers(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(api) == {"/prepare_training", "/train", "/continue_training", "/stop", "/generate", "/import_relation",
+                        "/download_relation", "/benchmark_set", "/list_relations", "/list_benchmark_sets"}
+    relation = api["/generate"]["parameters"][0]
+    assert relation["parameter_name"] == "relation" and SHIPPED in relation["type"]["enum"]
+    assert api["/list_relations"]["parameters"] == [] and api["/list_benchmark_sets"]["parameters"] == []
+    train = {p["parameter_name"]: p for p in api["/train"]["parameters"]}
+    assert all(p["parameter_has_default"] for p in train.values())
+    assert {k: train[k]["type"]["type"] for k in ("steps", "seed", "batch_size", "grad_accum")} == dict.fromkeys(
+        ("steps", "seed", "batch_size", "grad_accum"), "integer")
+    labels = [r["label"] for r in api["/train"]["returns"]]
+    assert labels == ["Status", "Loss", "Steering loss", "Previews", "Vocabulary words nearest to <R>", "Relation",
+                      "Relation to continue"]
+
+
+def test_lists_the_benchmark_sets_and_trains_on_one_by_keyword(client, app):
+    sets = client.predict(api_name="/list_benchmark_sets")
+    assert "above" in sets and "painted_on" in sets
+    job = client.submit(set_name="painted_on", name="by_keyword", steps=2, batch_size=1, grad_accum=1, preview_every=0,
+                        api_name="/train")
+    assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Finished at step 2")
+    card = json.loads((app[1] / "by_keyword" / "card.json").read_text())
+    assert card["relation"]["name"] == "painted_on"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("learning_rate", 1e9, "Value 1000000000.0 is greater than maximum value 0.1."),
+    ("seed", 2**70, f"Value {2**70} is greater than maximum value {2**63 - 1}."),
+    ("steps", 0, "Value 0 is less than minimum value 1."),
+])
+def test_training_fields_out_of_range_are_refused(client, field, value, message):
+    assert error_of(lambda: client.predict(name="x", api_name="/prepare_training", **{field: value})) == message
+
+
+def test_a_generation_seed_past_64_bits_is_refused(client):
+    message = error_of(lambda: client.predict(SHIPPED, "Entities", "red circle", "blue square", "", "", "", 1, 2, 7.5,
+                                              2**70, api_name="/generate"))
+    assert message == f"Value {2**70} is greater than maximum value {2**63 - 1}."
+
+
+def test_an_upload_over_the_size_limit_is_refused_by_the_server(app, tmp_path):
+    import httpx
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(65 * 2**20)  # the app's default limit is 64 MB
+    with open(big, "rb") as f:
+        response = httpx.post(f"{app[0]}gradio_api/upload", files={"files": ("big.png", f)}, timeout=60)
+    assert response.status_code == 413
+
+
+def test_the_default_temp_dir_is_private_and_unpredictable(tmp_path):
+    import app as studio_app
+
+    first, second = studio_app.make_temp_dir(None), studio_app.make_temp_dir(None)
+    try:
+        assert first != second and first.parent == second.parent
+        assert (first.stat().st_mode & 0o777) == 0o700
+        assert studio_app.make_temp_dir(str(tmp_path / "named")) == tmp_path / "named"
+    finally:
+        first.rmdir()
+        second.rmdir()
+
+
+def test_a_training_goes_on_when_its_stream_is_closed(client, app):
+    job = client.submit(*train_args("outlives_stream", numbers=LONG), api_name="/train")
+    for update in job:
+        if has_points(update):
+            break
+    seen = max(row[0] for row in update[1]["data"])
+    job.cancel()  # the connection goes away, as when a browser tab closes
+    time.sleep(2.0)
+    assert client.predict(api_name="/stop").startswith("Stopping after this step")
+    card_path = app[1] / "outlives_stream" / "card.json"
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not card_path.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    card = json.loads(card_path.read_text())
+    assert card["status"] == "stopped" and card["steps"] > seen
+
+
+def test_continuing_a_relation_gives_the_vector_of_one_longer_run(client, app):
+    from reversion_core.relation_file import load_relation
+
+    six = [6, *QUICK[1:]]
+    assert client.submit(*train_args("straight_six", numbers=six), api_name="/train").result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
+    assert client.submit(*train_args("continued", numbers=QUICK), api_name="/train").result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
+    status, plot, *_ = client.submit("continued", 3, api_name="/continue_training").result(timeout=RESULT_TIMEOUT)
+    assert status.startswith("Finished at step 6")
+    assert sorted({row[0] for row in plot["data"]}) == [1, 2, 3, 4, 5, 6]  # the plot goes on from the first part
+    continued, straight = load_relation("continued", app[1]), load_relation("straight_six", app[1])
+    assert continued.card["steps"] == 6
+    assert torch.allclose(continued.vector, straight.vector, rtol=1e-5, atol=1e-6)
+
+
+def test_a_relation_without_a_checkpoint_cannot_be_continued(client):
+    message = error_of(lambda: client.predict(SHIPPED, 3, api_name="/continue_training"))
+    assert message == f"Relation {SHIPPED!r} has no checkpoint to continue from; only relations trained in this app can be continued."

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from PIL import Image
 
 from reversion_core.errors import ReVersionError
 from reversion_core.studio import (
-    TrainingSlot, benchmark_view, exemplars_from_files, list_benchmark_sets, loss_frames, loss_rows, split_template, upscale,
+    TrainingJob, TrainingSlot, TrainUpdate, benchmark_view, bounded, exemplars_from_files, list_benchmark_sets, loss_frames,
+    loss_rows, split_template, upscale,
 )
 
 
@@ -82,30 +84,87 @@ def test_loss_frames_are_numeric_even_before_the_first_step():
     empty_main, empty_steer = loss_frames([])
     assert str(empty_main.step.dtype) == "int64" and str(empty_main.loss.dtype) == "float64"
     main, steer = loss_frames(loss_rows(1, 0.5, 0.4, 10.0))
-    assert main.series.tolist() == ["total", "denoise"] and steer.loss.tolist() == [10.0]
+    assert main.series.tolist() == ["denoise", "total", "denoise (smoothed)", "total (smoothed)"]
+    assert steer.loss.tolist() == [10.0, 10.0]
+
+
+def test_the_loss_plot_draws_total_over_denoise_with_a_smoothed_line():
+    main, _ = loss_frames(loss_rows(1, 0.5, 0.4, 10.0) + loss_rows(2, 1.5, 1.4, 20.0))
+    # series are drawn in order: raw lines, then smoothed ones, total last so denoise never covers it
+    assert list(dict.fromkeys(main.series)) == ["denoise", "total", "denoise (smoothed)", "total (smoothed)"]
+    smoothed = main[main.series == "total (smoothed)"].loss.tolist()
+    assert smoothed == pytest.approx([0.5, (0.9 * 0.5 + 1.5) / 1.9])  # debiased moving average, weight 0.1 a step
+
+
+def test_a_long_run_plots_at_most_500_points_a_line_ending_at_its_last_step():
+    main, _ = loss_frames([row for step in range(1, 2002) for row in loss_rows(step, 1.0, 1.0, 1.0)])
+    total = main[main.series == "total"].step.tolist()
+    assert len(total) <= 501 and total[-1] == 2001
+
+
+class FakeRun:
+    name = "r"
+
+    def __init__(self):
+        self.stopped = threading.Event()
+
+    def stop(self):
+        self.stopped.set()
+
+
+def run_until_stopped(run):
+    def work(job):
+        with job._changed:
+            job.inversion = run
+        job.publish(TrainUpdate("running"))
+        assert run.stopped.wait(10)
+        job.publish(TrainUpdate("stopped"), done=True)
+    return work
 
 
 def test_only_the_session_that_started_a_run_can_stop_it():
-    class FakeRun:
-        name, stopped = "r", False
-
-        def stop(self):
-            self.stopped = True
-
     slot, run = TrainingSlot(), FakeRun()
-    for _ in slot.run("alice", lambda: run):
-        assert slot.busy() and slot.waiting_message().startswith("Waiting: another training (r)")
-        assert "another session" in slot.stop("bob") and not run.stopped
-        assert slot.stop("alice").startswith("Stopping") and run.stopped
-    assert not slot.busy()
+    job = slot.submit(TrainingJob("alice", "r"), run_until_stopped(run))
+    updates = job.updates()
+    assert next(u for u in updates if u.status == "running")
+    assert slot.busy() and slot.waiting_message().startswith("Waiting: another training (r)")
+    assert "another session" in slot.stop("bob") and not run.stopped.is_set()
+    assert slot.stop("alice").startswith("Stopping after this step") and run.stopped.is_set()
+    assert [u.status for u in updates][-1] == "stopped"
+
+
+def test_a_run_goes_on_when_its_follower_goes_away():
+    slot, run = TrainingSlot(), FakeRun()
+    job = slot.submit(TrainingJob("alice", "r"), run_until_stopped(run))
+    follower = job.updates()
+    next(follower)
+    follower.close()  # the page closed
+    assert slot.job_of("alice") is job and not job.done
+    slot.stop("alice")
+    assert [u.status for u in job.updates()][-1] == "stopped"  # a page that comes back follows it to its end
 
 
 def test_a_queued_run_stopped_before_it_starts_never_starts():
-    slot = TrainingSlot()
-    for _ in slot.run("alice", lambda: type("R", (), {"name": "r", "stop": lambda self: None})()):
-        slot.stop("bob")  # bob waits behind alice and presses Stop
-    assert list(slot.run("bob", lambda: pytest.fail("bob's cancelled run was built"))) == []
-    assert len(list(slot.run("bob", lambda: type("R", (), {"name": "r", "stop": lambda self: None})()))) == 1
+    slot, first = TrainingSlot(), FakeRun()
+    slot.submit(TrainingJob("alice", "r"), run_until_stopped(first))
+    slot.stop("bob")  # bob waits behind alice and presses Stop
+    queued = slot.submit(TrainingJob("bob", "b"), lambda job: pytest.fail("bob's cancelled run was built"))
+    first.stop()
+    assert [u.status for u in queued.updates()][-1] == "Your queued training was cancelled before it started."
+    again = FakeRun()
+    job = slot.submit(TrainingJob("bob", "b"), run_until_stopped(again))
+    again.stop()
+    assert [u.status for u in job.updates()][-1] == "stopped"
+
+
+def test_out_of_range_settings_are_refused_in_one_sentence():
+    with pytest.raises(ReVersionError, match=r"^Learning rate must be a number from 1e-07 to 0.1, not 1000000000.0.$"):
+        bounded("learning_rate", 1e9)
+    with pytest.raises(ReVersionError, match=r"^Seed must be a whole number from 0 to 9.22337e\+18, not 1180591620717411303424.$"):
+        bounded("seed", 2**70, integer=True)
+    with pytest.raises(ReVersionError, match="^Temperature must be a number from 0.001 to 10, not nan.$"):
+        bounded("temperature", float("nan"))
+    assert bounded("seed", 2**63 - 1, integer=True) == 2**63 - 1
 
 
 def test_templates_split_into_the_two_entities():
