@@ -175,10 +175,13 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
     bounds = st.TRAIN_BOUNDS
 
     # --------------------------------------------------------------------------------------- handlers
-    def relation_choices(current: str | None = None):
+    def relation_choices(current: str | None = None, select: str | None = None):
+        """The Generate tab's relations; the page's choice is left alone while it is still valid (a refresh that
+        answers late must not undo a choice made meanwhile)."""
         names = studio.relation_names()
-        value = current if current in names else (names[0] if names else None)
-        return gr.Dropdown(choices=names, value=value)
+        if select is None and current in names:
+            return gr.Dropdown(choices=names)
+        return gr.Dropdown(choices=names, value=select if select is not None else (names[0] if names else None))
 
     def continue_choices(current: str | None = None):
         names = studio.continuable()
@@ -236,15 +239,19 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
             value(temperature, defaults.temperature), value(grad_accum, defaults.gradient_accumulation_steps),
             value(preview_every, DEFAULT_PREVIEW_EVERY), value(validation, DEFAULT_VALIDATION_PROMPT))
 
-    def _view(update: st.TrainUpdate, request):
-        """A TrainUpdate as the Train tab's outputs."""
-        if update.warning:
-            gr.Warning(for_page(update.warning, request))
-        # an empty first frame would fix the plot's colour domain to no series at all: send frames once rows exist
-        main, steer = st.loss_frames(update.losses) if update.losses else (gr.skip(), gr.skip())
-        saved = relation_choices(update.saved) if update.saved else gr.skip()
-        again = continue_choices(update.saved) if update.saved else gr.skip()
-        return as_markdown(update.status), main, steer, update.previews, update.nearest or None, saved, again
+    def _stream(updates, request):
+        """TrainUpdates as the Train tab's outputs; previews are sent again only when they change."""
+        previews = None
+        for update in updates:
+            if update.warning:
+                gr.Warning(for_page(update.warning, request))
+            # an empty first frame would fix the plot's colour domain to no series at all: send frames once rows exist
+            main, steer = st.loss_frames(update.losses) if update.losses else (gr.skip(), gr.skip())
+            saved = relation_choices(select=update.saved) if update.saved else gr.skip()
+            again = continue_choices(update.saved) if update.saved else gr.skip()
+            new_previews = update.previews if update.previews is not previews else gr.skip()
+            previews = update.previews
+            yield as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again
 
     @ui_errors
     def prepare_training(source=None, set_name=None, name=None, overwrite=None, steps=None, learning_rate=None,
@@ -270,8 +277,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         exemplars, name = _train_inputs(source, set_name, files, captions, name)
         settings = _settings(steps, learning_rate, batch_size, seed, steering, lambda_steer, importance_sampling, alpha,
                              positives, temperature, grad_accum, preview_every, preview_prompt)
-        for update in studio.train(_owner(token, request), exemplars, name, settings, bool(overwrite)):
-            yield _view(update, request)
+        yield from _stream(studio.train(_owner(token, request), exemplars, name, settings, bool(overwrite)), request)
 
     @ui_errors
     def continue_training(name=None, more_steps=None, token=None, request: gr.Request = None):
@@ -279,13 +285,11 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         if not name:
             raise ReVersionError("Choose a relation to continue.")
         job = studio.continue_training(_owner(token, request), name, 100 if more_steps is None else more_steps)
-        for update in job.updates():
-            yield _view(update, request)
+        yield from _stream(job.updates(), request)
 
     @ui_errors
     def follow_training(token, request: gr.Request):
-        for update in studio.follow(_owner(token, request)):
-            yield _view(update, request)
+        yield from _stream(studio.follow(_owner(token, request)), request)
 
     @ui_errors
     def stop(token=None, request: gr.Request = None):
@@ -312,7 +316,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         """Import a relation file (.safetensors, learned_embeds.bin, a relation .zip) under a name."""
         imported = studio.import_relation(files, name, bool(overwrite))
         gr.Info(for_page(f"Imported relation {imported}.", request))
-        return relation_choices(imported), None
+        return relation_choices(select=imported), None
 
     @ui_errors
     def download_relation(name):
@@ -342,7 +346,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
             raise ReVersionError(f"No relation has been learned from {name!r} yet; press 'Train on these' first.")
         view = st.benchmark_view(studio.benchmark_dir, name)
         a, b = st.split_template(view.templates[0]) if view.templates else (gr.skip(), gr.skip())
-        return gr.Tabs(selected="generate"), relation_choices(relation), "Entities", a, b
+        return gr.Tabs(selected="generate"), relation_choices(select=relation), "Entities", a, b
 
     def page_owner(stored):
         """The page's owner token, kept in the browser so a reload still owns its training."""
@@ -422,7 +426,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=1):
                         with gr.Row():
-                            relation = gr.Dropdown(studio.relation_names_on_disk(), label="Relation", scale=4,
+                            on_disk = studio.relation_names_on_disk()
+                            relation = gr.Dropdown(on_disk, value=on_disk[0] if on_disk else None, label="Relation", scale=4,
                                                    elem_id="relation-dropdown",
                                                    allow_custom_value=True)  # choices change as relations are added
                             refresh_btn = gr.Button("Refresh", scale=1, size="sm")

@@ -30,7 +30,8 @@ DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
 DEFAULT_BENCHMARK_DIR = APP_DIR / "assets" / "benchmark"
 DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
 BENCHMARK_THUMB = 256  # exemplar images of a foreign benchmark can be large; the gallery needs no more
-UPDATE_EVERY_S = 0.7  # the UI gets at most this many training updates a second (previews and the end always)
+UPDATE_EVERY_S = 0.7  # a training refreshes its state (nearest words, status) at most this often
+FOLLOW_EVERY_S = 1.0  # a page following a training gets its state at most this often (the end at once)
 NEAREST_K = 8
 CAPTION_SEPARATOR = "|"
 LEVEL_NAMES = {1: "1 (entities)", 2: "2 (+ colours)", 3: "3 (+ patterns, background)"}
@@ -258,19 +259,20 @@ class TrainingJob:
         if inversion is not None:
             inversion.stop()
 
-    def updates(self, poll_s: float = UPDATE_EVERY_S) -> Iterator[TrainUpdate]:
-        """The job's state now, then each change, until the job has ended (its last state included)."""
+    def updates(self, every_s: float = FOLLOW_EVERY_S) -> Iterator[TrainUpdate]:
+        """The job's state now, then its latest state at most every ``every_s`` seconds while it changes, until the
+        job has ended (its last state always included). A page redraws its plots on each one, so they are spaced."""
         seen = -1
         while True:
             with self._changed:
-                if self._version == seen:
-                    self._changed.wait(poll_s)
-                if self._version == seen:
-                    continue
+                while self._version == seen:
+                    self._changed.wait()
                 seen, update, done = self._version, self._update, self.done
             yield update
             if done:
                 return
+            with self._changed:
+                self._changed.wait_for(lambda: self.done, timeout=every_s)
 
 
 class TrainingSlot:

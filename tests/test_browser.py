@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_app import ROOT, free_port, launch_app, make_shipped_relation, wait_until_served
+from test_app import ROOT, SHIPPED, free_port, launch_app, make_shipped_relation, wait_until_served
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = os.environ.get("REVERSION_CHROMIUM", "/usr/bin/chromium")
@@ -42,12 +42,13 @@ def served_app(tiny_model_dir, tmp_path_factory):
     else:
         model_dir = tiny_model_dir
         make_shipped_relation(tiny_model_dir, relations_dir)
+        shutil.copytree(relations_dir / SHIPPED, relations_dir / "above")  # a relation named like the first set
     port = free_port()
     process = launch_app(model_dir, relations_dir, temp_dir, port)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_served(url, process)
-        yield url
+        yield url, relations_dir
     finally:
         process.terminate()
         process.wait(10)
@@ -59,7 +60,7 @@ def page(served_app):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(served_app)
+        page.goto(served_app[0])
         yield page
         browser.close()
 
@@ -127,5 +128,151 @@ def test_clicks_through_train_generate_and_benchmark(page, tmp_path):
     expect(page.locator("#entity-a textarea, #entity-a input").first).to_have_value("green triangle")
     page.get_by_role("tab", name="Benchmark").click()
     page.locator("#to-train").click()
-    expect(page.locator("#relation-name textarea, #relation-name input").first).to_have_value("above")
+    expect(page.locator("#relation-name textarea, #relation-name input").first).to_have_value(re.compile(r"^above_\d+$"))
     expect(page.locator("#train-start")).to_be_visible()
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def name_box(page):
+    return page.locator("#relation-name textarea, #relation-name input").first
+
+
+def start_training(page, name: str, steps: int, overwrite: bool = False) -> None:
+    box = page.locator("#train-steps input[type=number]")
+    box.fill(str(steps))
+    box.press("Enter")
+    name_box(page).fill(name)
+    if overwrite:
+        page.locator("#overwrite input").check()
+    page.locator("#train-start").click()
+
+
+def status(page) -> str:
+    return page.locator("#train-status").inner_text()
+
+
+def wait_for_status(page, text: str, timeout: float = 120_000) -> None:
+    page.wait_for_function("t => document.querySelector('#train-status').innerText.includes(t)", arg=text, timeout=timeout)
+
+
+def wait_for_plot(page) -> None:
+    page.wait_for_function("() => document.querySelectorAll('#loss-plot svg path[aria-roledescription=\"line mark\"]').length > 0",
+                           timeout=120_000)
+
+
+def press_stop(page) -> None:
+    # a plain DOM click: on a busy 2-core machine Playwright's wait for a still page can outlast the test
+    page.locator("#train-stop").dispatch_event("click")
+
+
+def toasts(page) -> list[str]:
+    return [t.inner_text() for t in page.locator("[data-testid=toast-text]").all()]
+
+
+def card(relations_dir: Path, name: str) -> dict:
+    import json
+
+    return json.loads((relations_dir / name / "card.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------- hardening
+def test_the_train_tab_and_train_on_these_propose_a_free_name(page, served_app):
+    expect = playwright_api.expect
+    expect(name_box(page)).to_have_value("above_2")  # "above" exists: the first click must not fail
+    page.get_by_role("tab", name="Benchmark").click()
+    page.locator("#to-train").click()
+    expect(name_box(page)).to_have_value("above_2")
+    page.locator("#train-steps input[type=number]").fill("2")
+    page.locator("#train-steps input[type=number]").press("Enter")
+    page.locator("#train-start").click()
+    wait_for_status(page, "Finished")
+    assert "relation above_2 is saved" in status(page)
+    page.get_by_role("tab", name="Benchmark").click()
+    page.locator("#to-train").click()
+    expect(name_box(page)).to_have_value("above_3")
+
+
+def test_a_reloaded_page_follows_its_running_training_and_can_stop_it(page, served_app):
+    start_training(page, "survives_reload", 2000)
+    try:
+        wait_for_plot(page)
+        wait_for_status(page, "step")
+        page.reload()  # closing or reloading the tab leaves the run going on the server
+        wait_for_plot(page)
+        wait_for_status(page, "Training survives_reload: step")
+        step = int(re.search(r"step (\d+) of 2000", status(page)).group(1))
+        assert step > 0
+    finally:
+        press_stop(page)  # a failed check must not leave the run taking the CPU from the next tests
+    wait_for_status(page, "Stopped")
+    assert "Stopping after this step; the latest <R> will be saved." in toasts(page)  # the toast keeps <R>
+    saved = card(served_app[1], "survives_reload")
+    assert saved["status"] == "stopped" and saved["steps"] >= step
+
+
+def test_stopping_an_overwrite_run_at_once_keeps_the_existing_relation(page, served_app):
+    before = card(served_app[1], "above")
+    start_training(page, "above", 2000, overwrite=True)
+    press_stop(page)
+    wait_for_status(page, "Stopped")
+    match = re.search(r"saved as (\S+) \(the existing above was kept\)", status(page))
+    assert match, status(page)
+    assert card(served_app[1], "above") == before
+    assert card(served_app[1], match.group(1))["status"] == "stopped"
+
+
+def test_a_relation_continues_from_the_train_tab_with_its_plot(page, served_app):
+    start_training(page, "to_continue", 4)
+    wait_for_status(page, "Finished at step 4")
+    page.wait_for_timeout(500)
+    points = plot_points(page)
+    page.locator("#continue-box").get_by_text("Continue a relation trained here").click()
+    page.locator("#continue-name input").click()
+    page.get_by_role("option", name="to_continue", exact=True).click()
+    box = page.locator("#more-steps input[type=number]")
+    box.fill("4")
+    box.press("Enter")
+    page.locator("#continue-start").click()
+    wait_for_status(page, "Finished at step 8")
+    page.wait_for_timeout(500)
+    assert plot_points(page) > points  # the plot goes on from step 4 instead of starting over
+    assert card(served_app[1], "to_continue")["steps"] == 8
+
+
+def test_galleries_show_whole_pixelated_images_with_captions_under_them(page, served_app):
+    page.wait_for_selector("#set-gallery img")
+    page.get_by_role("tab", name="Benchmark").click()
+    page.wait_for_selector("#bench-gallery img")
+    page.wait_for_timeout(500)
+    for gallery, min_side in (("#bench-gallery", 150), ("#set-gallery", 100)):
+        if gallery == "#set-gallery":
+            page.get_by_role("tab", name="Train").click()
+            page.wait_for_timeout(500)
+        boxes = page.evaluate("""g => {
+            const frame = document.querySelector(g).getBoundingClientRect();
+            return Array.from(document.querySelectorAll(g + ' .thumbnail-item')).map(item => {
+                const img = item.querySelector('img'), cap = item.querySelector('.caption-label');
+                const i = img.getBoundingClientRect(), c = cap.getBoundingClientRect(), s = getComputedStyle(img);
+                return {fit: s.objectFit, rendering: s.imageRendering, width: i.width, height: i.height, imgBottom: i.bottom,
+                        capTop: c.top, capClipped: cap.scrollWidth > cap.clientWidth + 1, right: i.right, frameRight: frame.right};
+            });
+        }""", gallery)
+        assert len(boxes) == 6, gallery
+        for box in boxes:
+            assert box["fit"] == "contain" and box["rendering"] == "pixelated", (gallery, box)
+            assert box["width"] >= min_side and box["height"] >= min_side, (gallery, box)  # readable size
+            assert box["capTop"] >= box["imgBottom"] - 1, (gallery, box)  # the caption does not cover the image
+            assert not box["capClipped"] and box["right"] <= box["frameRight"] + 1, (gallery, box)  # nothing cut off
+    page.get_by_role("tab", name="Generate").click()
+    page.wait_for_selector("#relation-preview img")
+    preview = page.evaluate("""() => { const i = document.querySelector('#relation-preview img');
+        const r = i.getBoundingClientRect(); return [r.height, getComputedStyle(i).imageRendering]; }""")
+    assert preview[0] >= 200 and preview[1] == "pixelated"
+
+
+def test_an_error_toast_shows_the_placeholder_as_text(page, served_app):
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_label("Free prompt").check()
+    page.locator("#generate-button").click()
+    page.wait_for_selector("[data-testid=toast-text]")
+    assert "Write a prompt containing <R>, such as 'rabbit <R> carrot'." in toasts(page)
