@@ -61,12 +61,39 @@ class RelationPrompt:
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it is a safe folder name (no path separators, no ``..``), else refuse it."""
+    """Return ``name`` without surrounding spaces if it is a safe folder name, else refuse it.
+
+    Surrounding spaces are dropped (a typo in a text box); a name ending in '.' is refused because Windows drops
+    trailing dots, so ``a.`` and ``a`` would be the same folder.
+    """
+    if isinstance(name, str):
+        name = name.strip()
     if not isinstance(name, str) or ".." in name or not _NAME.fullmatch(name):
         raise ReVersionError(
             f"Relation name {name!r} is not allowed; use letters, digits, '-', '_' or '.' (no path separators or '..')."
         )
+    if name.endswith("."):
+        raise ReVersionError(f"Relation name {name!r} is not allowed: it must not end with '.'.")
     return name
+
+
+def free_relation_name(relations_dir: str | os.PathLike, name: str) -> str:
+    """``name`` if no relation folder has it yet, else the first free ``name_2``, ``name_3``, ...
+
+    A name that already ends in ``_N`` counts on from N, so a taken ``above_2`` proposes ``above_3``.
+    """
+    name = check_name(name)
+    relations_dir = Path(relations_dir)
+    if not (relations_dir / name).exists():
+        return name
+    match = re.fullmatch(r"(.+)_(\d+)", name)
+    base, n = (match.group(1), int(match.group(2))) if match and int(match.group(2)) >= 2 else (name, 1)
+    while True:
+        n += 1
+        suffix = f"_{n}"
+        candidate = base[: 100 - len(suffix)].rstrip(" .") + suffix  # stay within the 100-character name limit
+        if not (relations_dir / candidate).exists():
+            return candidate
 
 
 def save_relation(relation: RelationPrompt, relations_dir: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -163,11 +190,11 @@ def load_relation(source: str | os.PathLike, relations_dir: str | os.PathLike | 
     """Load a relation from its folder, a relation name under ``relations_dir``, or a foreign ``.safetensors``/``.bin`` file."""
     path = Path(source)
     if not path.exists() and relations_dir is not None and not any(sep in str(source) for sep in ("/", "\\")):
-        check_name(str(source))
-        candidate = Path(relations_dir) / str(source)
+        source = check_name(str(source))
+        candidate = Path(relations_dir) / source
         if not candidate.is_dir():
             known = ", ".join(r.name for r in list_relations(relations_dir)) or "none"
-            raise ReVersionError(f"No relation named {str(source)!r} in {relations_dir} (known: {known}).")
+            raise ReVersionError(f"No relation named {source!r} in {relations_dir} (known: {known}).")
         path = candidate
     if path.is_dir():
         if not (path / EMBEDS_FILE).is_file():

@@ -8,7 +8,7 @@ import torch
 
 from reversion_core.errors import ReVersionError
 from reversion_core.relation_file import (
-    RelationPrompt, list_relations, load_relation, read_embedding_file, save_relation,
+    RelationPrompt, check_name, free_relation_name, list_relations, load_relation, read_embedding_file, save_relation,
 )
 
 
@@ -47,6 +47,46 @@ def test_existing_relation_is_refused_unless_overwrite(tmp_path):
 def test_names_with_path_separators_are_refused(tmp_path, name):
     with pytest.raises(ReVersionError, match="is not allowed"):
         save_relation(make_relation(name), tmp_path)
+
+
+def test_surrounding_spaces_are_dropped_from_a_name(tmp_path):
+    assert check_name("  abc ") == "abc"
+    path = save_relation(make_relation("abc "), tmp_path)
+    assert path == tmp_path / "abc" and sorted(os.listdir(tmp_path)) == ["abc"]
+    assert load_relation("abc ", tmp_path).name == "abc"
+
+
+@pytest.mark.parametrize("name", ["a.", "abc. ", "x.y."])
+def test_names_ending_in_a_dot_are_refused(tmp_path, name):
+    with pytest.raises(ReVersionError, match=r"Relation name '.*' is not allowed: it must not end with '\.'\."):
+        save_relation(make_relation(name), tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_free_relation_name_is_the_name_itself_when_untaken(tmp_path):
+    assert free_relation_name(tmp_path, "above") == "above"
+    assert free_relation_name(tmp_path / "missing", "above ") == "above"
+
+
+def test_free_relation_name_counts_past_taken_names(tmp_path):
+    for name in ("above", "above_2"):
+        (tmp_path / name).mkdir()
+    assert free_relation_name(tmp_path, "above") == "above_3"
+    assert free_relation_name(tmp_path, "above_2") == "above_3"
+    (tmp_path / "set_1").mkdir()
+    assert free_relation_name(tmp_path, "set_1") == "set_1_2"
+
+
+def test_free_relation_name_stays_within_the_length_limit(tmp_path):
+    long = "a" * 100
+    (tmp_path / long).mkdir()
+    proposed = free_relation_name(tmp_path, long)
+    assert proposed == "a" * 98 + "_2" and check_name(proposed) == proposed
+
+
+def test_free_relation_name_refuses_an_unsafe_name(tmp_path):
+    with pytest.raises(ReVersionError, match="is not allowed"):
+        free_relation_name(tmp_path, "../evil")
 
 
 def test_unknown_relation_name_lists_the_known_ones(tmp_path):
