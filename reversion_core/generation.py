@@ -1,6 +1,7 @@
 """Generation with relation prompts: one cached StableDiffusionPipeline, any number of relations installed.
 
-Each relation gets its own token in the tokenizer (its card's token, or ``<name>`` when that token is taken),
+Each relation gets its own token in the tokenizer (its card's token, or ``<name>`` when that token is taken or
+unsafe: a word or special token of the base model, or not one ``<word>``),
 so ``"circle <above> square inside <inside> ..."`` can mix relations. Prompts come from "E_A <R> E_B" templates,
 from entity pairs, or from free text containing ``<R>``.
 """
@@ -16,7 +17,7 @@ from PIL import Image
 
 from .base_model import base_model_id, load_pipeline, resolve_source
 from .errors import ReVersionError
-from .relation_file import RelationPrompt, load_relation
+from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
 from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER
 
 _PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
@@ -77,7 +78,7 @@ class RelationGenerator:
             from diffusers import DDIMScheduler
 
             self._pipe.scheduler = DDIMScheduler.from_config(self._pipe.scheduler.config)
-            self._base_vocab = set(self._pipe.tokenizer.get_vocab()) - set(self._pipe.tokenizer.get_added_vocab())
+            self._base_vocab = base_vocabulary(self._pipe.tokenizer)
             self._pipe._reversion_ready = True
         return self._pipe
 
@@ -99,13 +100,16 @@ class RelationGenerator:
             relation = load_relation(relation, self.relations_dir)
         relation.check_dim(self.embedding_dim)
         key = str(relation.path or relation.name)
-        owners = {t: k for k, t in self.installed.items()}
-        token = token or self.installed.get(key) or relation.token
-        if owners.get(token, key) != key:
-            token = f"<{relation.name}>"  # the card's token is taken by another installed relation
-        if token in self._base_vocab or f"{token.lower()}</w>" in self._base_vocab:
-            raise ReVersionError(f"The token {token!r} is already a word of the base model's vocabulary; install the relation under another token.")
-        tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
+        tokenizer, own = pipe.tokenizer, self.installed.get(key)
+        # Every added token but this relation's own belongs to someone else (another relation, a special token).
+        taken = set(tokenizer.get_added_vocab()) - {own}
+        if token is not None and token != own:
+            if token in self._base_vocab or f"{token.lower()}</w>" in self._base_vocab:
+                raise ReVersionError(f"The token {token!r} is already a word of the base model's vocabulary; install the relation under another token.")
+            if not is_safe_token(token, self._base_vocab, taken):
+                raise ReVersionError(f"The token {token!r} is taken or not one <word> without spaces; install the relation under another token.")
+        token = token or own or choose_token(relation.token, relation.name, self._base_vocab, taken)
+        encoder = pipe.text_encoder
         if token in tokenizer.get_added_vocab():
             with torch.no_grad():
                 table = encoder.get_input_embeddings().weight

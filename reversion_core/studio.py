@@ -22,10 +22,16 @@ from PIL import Image
 
 from .errors import ReVersionError
 from .exemplars import IMAGE_EXTENSIONS, ExemplarSet, exemplars_from_uploads, load_exemplars, open_image
-from .relation_file import CARD_FILE, EMBEDS_FILE, PREVIEW_FILE, RelationPrompt, check_name, list_relations, load_relation
+from .relation_file import (
+    CARD_FILE, EMBEDS_FILE, PREVIEW_FILE, RelationPrompt, base_vocabulary, check_name, choose_token, list_relations, load_relation,
+)
 from .settings import DEFAULT_PLACEHOLDER, InversionSettings
 
 APP_DIR = Path(__file__).resolve().parent.parent
+# Relation imports: a vector is a few KB and a preview a few hundred; these bound what an upload can unpack.
+MAX_IMPORT_FILE_BYTES = 8 * 2**20
+MAX_IMPORT_TOTAL_BYTES = 16 * 2**20
+_IMPORTED_FILES = (EMBEDS_FILE, CARD_FILE, PREVIEW_FILE, "learned_embeds.bin")
 DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
 DEFAULT_BENCHMARK_DIR = APP_DIR / "assets" / "benchmark"
 DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
@@ -478,7 +484,8 @@ class Studio:
             bits.append(card["relation"]["description"])
         if card.get("created_at"):
             bits.append(f"created {card['created_at']}")
-        return " · ".join(bits), upscale(r.preview) if r.preview is not None else None
+        preview = r.read_preview()  # read now, bounded; a damaged preview only hides the image
+        return " · ".join(bits), upscale(preview) if preview is not None else None
 
     def export_relation(self, name: str) -> Path:
         """A zip of the relation's folder in the temp dir, for download."""
@@ -517,34 +524,57 @@ class Studio:
             name = (name or "").strip() or relation.card.get("name") or _stem_name(files)
             if not name:
                 raise ReVersionError("Give the relation a name; the file does not say which relation it holds.")
+            name = check_name(name)
             self.check_new_relation(name, overwrite)
-            token = relation.token
-            vocab = generator.pipeline.tokenizer.get_vocab()
-            if not token or token in vocab and token not in generator.pipeline.tokenizer.get_added_vocab() or f"{token.lower()}</w>" in vocab:
-                token = f"<{name}>"
+            # Only a <word> outside the base vocabulary, its special tokens and the other relations' tokens.
+            others = {r.token for r in list_relations(self.relations_dir) if r.path is None or r.path.name != name}
+            token = choose_token(relation.token, name, base_vocabulary(generator.pipeline.tokenizer), others)
             card = {**relation.card, "base_model": relation.base_model_id or here, "imported": True}
             card.pop("name", None)
-            save_relation(RelationPrompt(name, token, relation.vector, card, relation.preview), self.relations_dir, overwrite=overwrite)
+            preview = relation.read_preview()
+            save_relation(RelationPrompt(name, token, relation.vector, card, preview), self.relations_dir, overwrite=overwrite)
             return name
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
     @staticmethod
     def _staged_relation(files: list[Path], work: Path) -> Path:
-        """Put the uploaded files where ``load_relation`` reads them; returns a folder or a single file."""
+        """Put the uploaded files where ``load_relation`` reads them; returns a folder or a single file.
+
+        Zip members are sized from their headers before anything is read, then read in chunks that stop at the
+        limit, so neither a large member nor a header that lies about its size can fill memory or disk.
+        """
         zips = [f for f in files if f.suffix.lower() == ".zip"]
+        mb = MAX_IMPORT_FILE_BYTES // 2**20
+        too_big = f"a relation file is at most {mb} MB, a relation zip at most {MAX_IMPORT_TOTAL_BYTES // 2**20} MB unpacked"
         if zips:
             try:
                 with zipfile.ZipFile(zips[0]) as z:
-                    for info in z.infolist():
+                    wanted = [i for i in z.infolist() if Path(i.filename).name in _IMPORTED_FILES and not i.is_dir()]
+                    for info in wanted:
+                        if info.file_size > MAX_IMPORT_FILE_BYTES:
+                            raise ReVersionError(f"{zips[0].name} holds {Path(info.filename).name} of {info.file_size / 2**20:.0f} MB; {too_big}.")
+                    if sum(i.file_size for i in wanted) > MAX_IMPORT_TOTAL_BYTES:
+                        raise ReVersionError(f"{zips[0].name} unpacks to more than {MAX_IMPORT_TOTAL_BYTES // 2**20} MB; {too_big}.")
+                    total = 0
+                    for info in wanted:
                         leaf = Path(info.filename).name  # flatten: no member can land outside the work folder
-                        if leaf in (EMBEDS_FILE, CARD_FILE, PREVIEW_FILE, "learned_embeds.bin") and not info.is_dir():
-                            (work / leaf).write_bytes(z.read(info))
-            except (zipfile.BadZipFile, OSError):
+                        written = 0
+                        with z.open(info) as member, open(work / leaf, "wb") as out:
+                            while chunk := member.read(2**20):
+                                written += len(chunk)
+                                total += len(chunk)
+                                if written > MAX_IMPORT_FILE_BYTES or total > MAX_IMPORT_TOTAL_BYTES:  # the header lied
+                                    raise ReVersionError(f"{zips[0].name} holds {leaf} larger than its header says; {too_big}.")
+                                out.write(chunk)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError, RuntimeError):
                 raise ReVersionError(f"{zips[0].name} is not a readable zip of a relation folder.") from None
             if not any((work / n).is_file() for n in (EMBEDS_FILE, "learned_embeds.bin")):
                 raise ReVersionError(f"{zips[0].name} holds no {EMBEDS_FILE} or learned_embeds.bin.")
             return work
+        for f in files:
+            if f.is_file() and f.stat().st_size > MAX_IMPORT_FILE_BYTES:
+                raise ReVersionError(f"{f.name} is {f.stat().st_size / 2**20:.0f} MB; {too_big}.")
         vectors = [f for f in files if f.suffix.lower() in (".safetensors", ".bin", ".pt", ".pth")]
         if len(vectors) != 1:
             raise ReVersionError("Upload exactly one vector file (.safetensors or .bin), optionally with its card.json.")

@@ -96,7 +96,23 @@ def test_unknown_relation_name(generator):
         generator.generate("nowhere", "a", "b", **FAST)
 
 
-def test_token_that_is_a_vocabulary_word_is_refused(generator, tmp_path):
-    save_random_relation(tmp_path, "rel", 0, token="circle")
+def test_explicit_token_that_is_a_vocabulary_word_is_refused(generator, tmp_path):
+    save_random_relation(tmp_path, "rel", 0)
     with pytest.raises(ReVersionError, match="The token 'circle' is already a word of the base model's vocabulary"):
-        generator.install("rel")
+        generator.install("rel", token="circle")
+
+
+@pytest.mark.parametrize("token", ["circle", "<|endoftext|>", "<|startoftext|>", "a b", "<a b>", "xyz", ""])
+def test_card_token_that_is_unsafe_installs_as_the_relation_name(generator, tmp_path, token):
+    save_random_relation(tmp_path, "rel", 0, token=token)
+    tokenizer = generator.pipeline.tokenizer
+    eos_row = generator.pipeline.text_encoder.get_input_embeddings().weight[tokenizer.eos_token_id].clone()
+    before = tokenizer.tokenize("a blue square")
+    assert generator.install("rel") == "<rel>"
+    assert torch.equal(generator.pipeline.text_encoder.get_input_embeddings().weight[tokenizer.eos_token_id], eos_row)
+    assert tokenizer.tokenize("a blue square") == before
+
+
+def test_relation_named_with_a_space_installs_without_whitespace_in_its_token(generator, tmp_path):
+    save_random_relation(tmp_path, "on top", 0, token="on top")
+    assert generator.install("on top") == "<on_top>"
