@@ -23,7 +23,8 @@ from PIL import Image
 from .errors import ReVersionError
 from .exemplars import IMAGE_EXTENSIONS, ExemplarSet, exemplars_from_uploads, load_exemplars, open_image
 from .relation_file import (
-    CARD_FILE, EMBEDS_FILE, PREVIEW_FILE, RelationPrompt, base_vocabulary, check_name, choose_token, list_relations, load_relation,
+    CARD_FILE, EMBEDS_FILE, PREVIEW_FILE, RelationPrompt, base_vocabulary, check_name, choose_token, free_relation_name,
+    list_relations, load_relation,
 )
 from .settings import DEFAULT_PLACEHOLDER, InversionSettings
 
@@ -448,7 +449,7 @@ class Studio:
 
     def free_name(self, name: str) -> str:
         """``name`` when no relation has it yet, else the first free ``name_2``, ``name_3``, ..."""
-        return free_relation_name(name, self.relations_dir)
+        return free_relation_name(self.relations_dir, name)
 
     def relation(self, name: str) -> RelationPrompt:
         """One relation of the relations folder, checked against the loaded base model."""
@@ -780,14 +781,6 @@ def _read_losses(path: Path) -> list[dict[str, Any]]:
         return [{"step": int(r["step"]), "loss": float(r["loss"]), "series": str(r["series"])} for r in rows]
     except (OSError, ValueError, TypeError, KeyError):
         return []
-
-
-def free_relation_name(name: str, relations_dir: Path) -> str:  # provisional until relation_file has one
-    candidate, k = name, 1
-    while (Path(relations_dir) / candidate).exists():
-        k += 1
-        candidate = f"{name}_{k}"
-    return candidate
 
 
 def _finite(vector) -> bool:
