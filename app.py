@@ -212,13 +212,24 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         return gr.Group(visible=source == "Benchmark set"), gr.Group(visible=source == "Upload")
 
     @ui_errors
-    def preview_set(name):
+    def show_set(name):
         if not name:
-            return [], DEFAULT_VALIDATION_PROMPT, gr.skip()
+            return [], DEFAULT_VALIDATION_PROMPT
         view = st.benchmark_view(studio.benchmark_dir, name)
         prompt = view.templates[0] if view.templates else DEFAULT_VALIDATION_PROMPT
         short = [(image, caption.split("\n")[0]) for image, caption in view.gallery]  # every level is in Benchmark
-        return short, prompt, studio.free_name(name)
+        return short, prompt
+
+    @ui_errors
+    def choose_set(name):
+        return (*show_set(name), studio.free_name(name) if name else gr.skip())
+
+    built_name = studio.free_name(first_set) if first_set else ""
+
+    def propose_name(set_name, current):
+        """On page load: a free name again (relations may have been added since the page was built), unless the person
+        has already typed one."""
+        return studio.free_name(set_name) if set_name and current == built_name else gr.skip()
 
     def _train_inputs(source, set_name, files, captions, name):
         source = source or "Benchmark set"
@@ -374,7 +385,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                             files = gr.File(label="Exemplar images (and optionally a text.json)", file_count="multiple",
                                             file_types=["image", ".json"], type="filepath")
                             captions = gr.Textbox(label="Captions with <R>", lines=4, placeholder=CAPTIONS_PLACEHOLDER)
-                        name = gr.Textbox(label="Relation name", value=studio.free_name(first_set) if first_set else "",
+                        name = gr.Textbox(label="Relation name", value=built_name,
                                           max_lines=1, elem_id="relation-name")
                         overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name", value=False, elem_id="overwrite")
                         with gr.Row():
@@ -487,7 +498,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                         alpha, positives, temperature, grad_accum, preview_every, validation, files, captions, owner]
         train_outputs = [train_status, loss_plot, steer_plot, previews, nearest, relation, continue_name]
         source.change(exemplar_source, source, [set_group, upload_group], queue=False, **private)  # instant toggles
-        train_set.change(preview_set, train_set, [set_gallery, validation, name], **private)
+        train_set.change(choose_set, train_set, [set_gallery, validation, name], **private)
         # the run lives on the server, so following it needs no worker of the queue
         start_btn.click(prepare_training, train_inputs, train_status, api_name="prepare_training").success(
             train, train_inputs, train_outputs, api_name="train", concurrency_limit=None)
@@ -516,7 +527,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
             fn.__annotations__ = typing.get_type_hints(fn)  # real types (not strings) give the API its return type
             gr.api(fn, api_name=fn.__name__)
 
-        demo.load(preview_set, train_set, [set_gallery, validation, name], **private)
+        demo.load(propose_name, [train_set, name], name, queue=False, **private)  # at once, before anyone types
+        demo.load(show_set, train_set, [set_gallery, validation], **private)
         demo.load(browse, bench_set, [bench_gallery, bench_captions, bench_description, bench_templates], **private)
         demo.load(refresh_relations, relation, relation, **private)
         demo.load(refresh_train_tab, continue_name, continue_name, **private)

@@ -61,6 +61,7 @@ def page(served_app):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(served_app[0])
+        page.wait_for_selector("#set-gallery img")  # the page's load events have answered
         yield page
         browser.close()
 
