@@ -169,3 +169,15 @@ def test_out_of_range_settings_are_refused_in_one_sentence():
 
 def test_templates_split_into_the_two_entities():
     assert split_template("red circle <R> blue square") == ("red circle", "blue square")
+
+
+def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, exemplar_dir, tmp_path):
+    from reversion_core.exemplars import load_exemplars
+    from reversion_core.settings import InversionSettings
+    from reversion_core.studio import Studio
+
+    studio = Studio(tiny_model_dir, tmp_path / "relations", tmp_path, tmp_path / "tmp", device="cpu")
+    settings = InversionSettings(max_train_steps=3, learning_rate=1e30, train_batch_size=1, gradient_accumulation_steps=1,
+                                 scale_lr=False)
+    last = list(studio.train(None, load_exemplars(exemplar_dir), "blown_up", settings))[-1]
+    assert last.status.startswith("Failed at step ") and last.warning == last.status
