@@ -424,10 +424,12 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                         train_status = gr.Markdown("Idle.", label="Status", elem_id="train-status")
                         loss_plot = gr.LinePlot(x="step", y="loss", color="series", elem_id="loss-plot", height=260,
                                                 label="Loss",
-                                                color_map=LOSS_COLOURS, colors_in_legend=list(st.MAIN_SERIES))
+                                                color_map=LOSS_COLOURS, colors_in_legend=[])
                         steer_plot = gr.LinePlot(x="step", y="loss", color="series", height=200, elem_id="steer-plot",
                                                  label="Steering loss",
-                                                 color_map=LOSS_COLOURS, colors_in_legend=list(st.STEER_SERIES))
+                                                 color_map=LOSS_COLOURS, colors_in_legend=[])
+                        gr.Markdown("Orange: total loss, drawn over blue: denoise loss; green: steering loss. Faint: "
+                                    "each step; solid: smoothed (moving average).", elem_id="loss-key")
                         previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                               elem_id="train-previews", object_fit="contain")
                         nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)

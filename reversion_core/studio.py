@@ -42,6 +42,7 @@ FOLLOW_EVERY_S = 1.0  # a page following a training gets its state at most this 
 NEAREST_K = 8
 CAPTION_SEPARATOR = "|"
 LEVEL_NAMES = {1: "1 (entities)", 2: "2 (+ colours)", 3: "3 (+ patterns, background)"}
+MAX_UPLOAD_IMAGES = 100  # exemplar images one training takes (the paper uses 2-10); each is shrunk to 1024 px
 MAX_TRAIN_STEPS = 100_000  # the most steps one run (or one continuation) may ask for
 EXEMPLARS_DIR = "exemplars"  # in a run folder: the exemplars it learned from, for continuing it
 LOSSES_FILE = "losses.json"  # in a run folder: the loss plot's rows so far
@@ -133,6 +134,8 @@ def exemplars_from_files(files: Sequence[str | os.PathLike] | None, captions_tex
     images = [f for f in files if f.suffix.lower() != ".json"]
     if not images:
         raise ReVersionError("No exemplar images were given; upload at least one image with its captions.")
+    if len(images) > MAX_UPLOAD_IMAGES:
+        raise ReVersionError(f"{len(images)} images were given; a relation is learned from a few, at most {MAX_UPLOAD_IMAGES}.")
     by_name: dict[str, list[str]] = {}
     if jsons:
         try:
@@ -365,6 +368,8 @@ class TrainingSlot:
             job.publish(job.latest(), done=True)
             with self._state:
                 self._queue.remove(job)
+                if self._last.get(job.owner) is job:
+                    del self._last[job.owner]  # nothing to follow any more; a public app has many visitors
                 self._state.notify_all()
 
 

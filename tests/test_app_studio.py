@@ -65,6 +65,12 @@ def test_a_caption_count_that_does_not_match_the_images_is_refused(tmp_path):
         exemplars_from_files(files, "cat <R> box")
 
 
+def test_more_than_100_uploaded_images_are_refused(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    with pytest.raises(ReVersionError, match="^101 images were given; a relation is learned from a few, at most 100.$"):
+        exemplars_from_files([tmp_path / "a.png"] * 101, "cat <R> box")
+
+
 def test_an_uploaded_text_json_missing_an_image_is_refused(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     (tmp_path / "text.json").write_text(json.dumps({"other.png": ["cat {} box"]}))
