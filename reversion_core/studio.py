@@ -713,7 +713,10 @@ class Studio:
             elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
                 if event.relation is not None and _finite(event.relation.vector):
                     nearest = dict(nearest_words(event.relation.vector, inversion.pipe, NEAREST_K))
-                saved = event.path.name if event.path is not None else None
+                # a relation saved elsewhere than the relations folder (its fallback when that failed) is not listed
+                listed = event.path is not None and event.path.parent.resolve() == self.relations_dir.resolve()
+                saved = event.path.name if listed else None
+                elsewhere = getattr(event, "message", "") if not isinstance(event, FailedEvent) else ""
                 if isinstance(event, FailedEvent):
                     where = f" It was saved as **{saved}**." if saved else ""
                     status = f"Failed at step {event.step}. {event.message}{where}"
@@ -723,7 +726,9 @@ class Studio:
                     self._save_run(inversion, saved, event.step, exemplars, rows)
                 verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
                 took = f"at step {event.step} in {_clock(event.elapsed)}"
-                if saved is None:
+                if elsewhere:
+                    status = f"{verb} {took}. {elsewhere}"
+                elif saved is None:
                     status = f"{verb} {took}; the relation could not be saved."
                 elif saved != name:
                     status = (f"{verb} {took}; saved as **{saved}** (the existing **{name}** was kept), ready in the "

@@ -216,7 +216,7 @@ def test_stopping_an_overwrite_run_at_once_keeps_the_existing_relation(page, ser
     start_training(page, "above", 2000, overwrite=True)
     press_stop(page)
     wait_for_status(page, "Stopped")
-    match = re.search(r"saved as (\S+) \(the existing above was kept\)", status(page))
+    match = re.search(r"The existing relation 'above' was kept; this stopped run was saved as '(\w+)'", status(page))
     assert match, status(page)
     assert card(served_app[1], "above") == before
     assert card(served_app[1], match.group(1))["status"] == "stopped"
