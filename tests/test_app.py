@@ -428,3 +428,11 @@ def test_continuing_a_relation_gives_the_vector_of_one_longer_run(client, app):
 def test_a_relation_without_a_checkpoint_cannot_be_continued(client):
     message = error_of(lambda: client.predict(SHIPPED, 3, api_name="/continue_training"))
     assert message == f"Relation {SHIPPED!r} has no checkpoint to continue from; only relations trained in this app can be continued."
+
+
+def test_the_app_takes_attention_and_device_flags():
+    import app as studio_app
+
+    args = studio_app.parse_args(["--attention", "xformers", "--device", "cpu", "--max-file-size", "10mb"])
+    assert (args.attention, args.device, args.max_file_size) == ("xformers", "cpu", "10mb")
+    assert studio_app.parse_args([]).attention == "sdpa"
