@@ -8,10 +8,8 @@ import pytest
 from PIL import Image
 
 from reversion_core.errors import ReVersionError
-from reversion_core.studio import (
-    TrainingJob, TrainingSlot, TrainUpdate, benchmark_view, bounded, exemplars_from_files, list_benchmark_sets, loss_frames,
-    loss_rows, split_template, upscale,
-)
+from reversion_core.studio import benchmark_view, bounded, exemplars_from_files, list_benchmark_sets, split_template, upscale
+from reversion_core.training_jobs import TrainingJob, TrainingSlot, TrainUpdate, loss_frames, loss_rows
 
 
 def official_layout(root, name="painted_on"):
