@@ -394,7 +394,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                         with gr.Row():
                             lr = gr.Number(value=defaults.learning_rate, label="Learning rate (x batch x accumulation)",
                                            minimum=bounds["learning_rate"][1], maximum=bounds["learning_rate"][2])
-                            batch = _int_slider(1, 8, defaults.train_batch_size, "Batch size")
+                            batch = _int_slider(*bounds["batch_size"][1:], defaults.train_batch_size, "Batch size")
                         with gr.Accordion("Advanced", open=False):
                             with gr.Row():
                                 steering = gr.Checkbox(value=True, label="Relation-steering contrastive loss")
@@ -404,11 +404,12 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
                                 importance = gr.Checkbox(value=True, label="Relation-focal importance sampling")
                                 alpha = gr.Slider(0.0, 1.0, value=defaults.alpha, step=0.05, label="Sampling alpha")
                             with gr.Row():
-                                positives = _int_slider(1, 56, defaults.num_positives, "Positives per step")
+                                positives = _int_slider(*bounds["num_positives"][1:], defaults.num_positives, "Positives per step")
                                 temperature = gr.Number(value=defaults.temperature, label="Temperature",
                                                         minimum=bounds["temperature"][1], maximum=bounds["temperature"][2])
                             with gr.Row():
-                                grad_accum = _int_slider(1, 8, defaults.gradient_accumulation_steps, "Gradient accumulation")
+                                grad_accum = _int_slider(*bounds["grad_accum"][1:], defaults.gradient_accumulation_steps,
+                                                         "Gradient accumulation")
                                 preview_every = _int_slider(0, 500, DEFAULT_PREVIEW_EVERY, "Preview every K steps (0: never)")
                             validation = gr.Textbox(value=DEFAULT_VALIDATION_PROMPT, label="Preview prompt", max_lines=1)
                         with gr.Row():

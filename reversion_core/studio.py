@@ -574,13 +574,13 @@ MAX_SEED = 2**63 - 1  # torch seeds are 64-bit signed
 TRAIN_BOUNDS = {
     "steps": ("Steps", 1, MAX_TRAIN_STEPS),
     "learning_rate": ("Learning rate", 1e-7, 0.1),
-    "batch_size": ("Batch size", 1, 16),
+    "batch_size": ("Batch size", 1, 8),
     "seed": ("Seed", 0, MAX_SEED),
     "lambda_steer": ("Steering weight", 0.0, 10.0),
     "alpha": ("Sampling alpha", 0.0, 1.0),
     "num_positives": ("Positives per step", 1, 56),
     "temperature": ("Temperature", 1e-3, 10.0),
-    "grad_accum": ("Gradient accumulation", 1, 16),
+    "grad_accum": ("Gradient accumulation", 1, 8),
     "preview_every": ("Preview every K steps", 0, MAX_TRAIN_STEPS),
 }
 
