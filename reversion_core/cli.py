@@ -123,6 +123,8 @@ def _train(args: argparse.Namespace) -> int:
             if main:
                 what = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
                 print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
+                if event.message:
+                    print(event.message)
         elif isinstance(event, FailedEvent):
             bar.close()
             print(f"error: {event.message}", file=sys.stderr)
@@ -153,26 +155,47 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .generation import RelationGenerator
-    from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS
+    from .generation import RelationGenerator, check_generation
+    from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, check_seed
 
     entity_a, entity_b = args.entities or (None, None)
+    steps = args.steps if args.steps is not None else DEFAULT_INFERENCE_STEPS
+    guidance = args.guidance if args.guidance is not None else DEFAULT_GUIDANCE_SCALE
+    check_generation(steps, guidance)
+    check_seed(args.seed, "--seed")
+    if args.num_images < 1:
+        raise ReVersionError(f"--num-images must be at least 1, not {args.num_images}.")
+    out = writable_folder(args.out, "--out")  # before any image is made
     generator = RelationGenerator(args.base_model, args.device, attention=args.attention, relations_dir=args.relations_dir)
     result = generator.generate(
         args.relation or None, entity_a, entity_b, args.prompt, suffix=args.suffix, negative_prompt=args.negative_prompt,
-        num_images=args.num_images, seed=args.seed,
-        steps=args.steps or DEFAULT_INFERENCE_STEPS,
-        guidance_scale=args.guidance if args.guidance is not None else DEFAULT_GUIDANCE_SCALE,
-        progress=not args.no_progress,
+        num_images=args.num_images, seed=args.seed, steps=steps, guidance_scale=guidance, progress=not args.no_progress,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", result.prompt).strip("_")[:60]
     for image, seed in zip(result.images, result.seeds):
         path = out / f"{slug}-seed{seed}.png"
-        image.save(path)
+        try:
+            image.save(path)
+        except OSError as exc:
+            raise ReVersionError(f"Could not write {path} ({exc.strerror or type(exc).__name__}).") from None
         print(path)
     return 0
+
+
+def writable_folder(folder: str | os.PathLike, what: str) -> Path:
+    """Create ``folder`` if needed and check a file can be written there; else one sentence naming the option."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = "it is a file" if folder.is_file() else exc.strerror or type(exc).__name__
+        raise ReVersionError(f"{what} {folder} cannot be used as a folder ({reason}); choose another.") from None
+    return folder
 
 
 GENERATE = SimpleNamespace(HELP="generate images with one or more relation prompts", add_arguments=_generate_arguments, run=_generate)
@@ -189,9 +212,10 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import describe_relation
+    from .inspect import check_k, describe_relation
     from .relation_file import load_relation
 
+    check_k(args.k)
     relation = load_relation(args.relation, args.relations_dir)
     pipeline = None
     if not args.no_neighbours:

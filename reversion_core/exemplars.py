@@ -127,13 +127,20 @@ def load_exemplars(folder: str | os.PathLike, placeholder_token: str = DEFAULT_P
             entry = [entry]
         if not entry:
             raise ReVersionError(f"Image {path.name} has no captions in text.json.")
+        if not isinstance(entry, list):
+            raise ReVersionError(f"text.json in {folder} must map {path.name} to a list of captions, not {entry!r}.")
         exemplars.append(
             Exemplar(path.name, open_image(path, max_side=max_side), [normalise_caption(c, placeholder_token, path.name) for c in entry])
         )
     relation = _read_json(folder / "relation.json", "relation.json") if (folder / "relation.json").is_file() else None
+    if relation is not None and not isinstance(relation, dict):
+        raise ReVersionError(f"relation.json in {folder} must be an object such as {{\"name\": \"above\"}}.")
     templates = None
     if (folder / "templates.json").is_file():
-        templates = [normalise_caption(t, placeholder_token, "templates.json") for t in _read_json(folder / "templates.json", "templates.json")]
+        listed = _read_json(folder / "templates.json", "templates.json")
+        if not isinstance(listed, list):
+            raise ReVersionError(f"templates.json in {folder} must be a list of templates such as \"E_A <R> E_B\".")
+        templates = [normalise_caption(t, placeholder_token, "templates.json") for t in listed]
     return ExemplarSet(exemplars, placeholder_token, folder, relation, templates)
 
 

@@ -7,6 +7,7 @@ from entity pairs, or from free text containing ``<R>``.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from PIL import Image
 from .base_model import base_model_id, load_pipeline, resolve_source
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
-from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER
+from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
 
 _PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
 _MAX_BATCH = 4  # images denoised together; each image keeps its own seed, so batching never changes results
@@ -48,6 +49,20 @@ def build_prompt(token: str | None, prompt: str | None = None, entity_a: str | N
         raise ReVersionError("Give both entities (A and B) or a prompt containing <R>.")
     suffix = (suffix or "").strip().lstrip(",").strip()
     return f"{text}, {suffix}" if suffix else text
+
+
+MAX_INFERENCE_STEPS = 1000  # the scheduler's training timesteps; more cannot be taken
+
+
+def check_generation(steps, guidance_scale, height: int | None = None, width: int | None = None) -> None:
+    """Refuse denoising steps, guidance or image size that cannot work, in one sentence (the CLI and app share it)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_INFERENCE_STEPS:
+        raise ReVersionError(f"The number of denoising steps must be a whole number from 1 to {MAX_INFERENCE_STEPS}, not {steps!r}.")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale) or guidance_scale < 0:
+        raise ReVersionError(f"The guidance scale must be a finite number of at least 0, not {guidance_scale!r}.")
+    for what, value in (("height", height), ("width", width)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8 or value > MAX_RESOLUTION):
+            raise ReVersionError(f"The image {what} must be a multiple of 8 from 8 to {MAX_RESOLUTION}, not {value!r}.")
 
 
 class RelationGenerator:
@@ -140,14 +155,16 @@ class RelationGenerator:
 
         ``relation`` may be a list: all are installed and ``<R>`` means the first; other tokens are written as is.
         """
+        check_generation(steps, guidance_scale, height, width)
+        if seeds is None:
+            check_seed(seed)
+            seeds = [int(seed) + i for i in range(int(num_images))]
+        seeds = [check_seed(s, "Seed") for s in seeds]
+        if not seeds:
+            raise ReVersionError("Ask for at least one image.")
         relations = [] if relation is None else list(relation) if isinstance(relation, (list, tuple)) else [relation]
         tokens = [self.install(r) for r in relations]
         text = build_prompt(tokens[0] if tokens else None, prompt, entity_a, entity_b, suffix)
-        seeds = list(seeds) if seeds is not None else [int(seed) + i for i in range(int(num_images))]
-        if not seeds:
-            raise ReVersionError("Ask for at least one image.")
-        if int(steps) < 1:
-            raise ReVersionError(f"The number of denoising steps must be at least 1, not {steps}.")
         pipe = self.pipeline
         pipe.set_progress_bar_config(disable=not progress)
         images: list[Image.Image] = []

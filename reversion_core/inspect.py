@@ -11,7 +11,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import ReVersionError
 from .relation_file import RelationPrompt, load_relation
+
+
+def check_k(k) -> int:
+    """Return ``k`` if it is a usable number of nearest words (at least 1), else refuse it in one sentence."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ReVersionError(f"The number of nearest words (-k) must be at least 1, not {k!r}.")
+    return k
 
 
 def nearest_words(vector: torch.Tensor, pipeline, k: int = 10) -> list[tuple[str, float]]:
@@ -19,6 +27,7 @@ def nearest_words(vector: torch.Tensor, pipeline, k: int = 10) -> list[tuple[str
 
     Special tokens, added tokens (other relations) and byte pieces (single characters, word fragments) are skipped.
     """
+    check_k(k)
     tokenizer = pipeline.tokenizer
     table = pipeline.text_encoder.get_input_embeddings().weight.detach().float().cpu()
     added = set(tokenizer.get_added_vocab())

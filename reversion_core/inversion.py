@@ -26,7 +26,9 @@ from .errors import ReVersionError
 from .exemplars import ExemplarSet, load_exemplars
 from .lexicon import BASIS_PREPOSITIONS, content_words, pos_backend
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
-from .relation_file import RelationPrompt, check_name, save_relation
+from .relation_file import (
+    RelationPrompt, check_name, clean_leftovers, free_relation_name, load_relation, recover_relations, save_relation,
+)
 from .settings import InversionSettings
 
 CHECKPOINT_FORMAT = "reversion-checkpoint/1"
@@ -66,6 +68,7 @@ class FinishedEvent:
     relation: RelationPrompt
     path: Path | None  # None on non-main processes of a multi-GPU run
     elapsed: float
+    message: str = ""  # set when the relation went somewhere else than asked (see Inversion._save)
 
 
 @dataclass
@@ -76,11 +79,12 @@ class StoppedEvent:
     relation: RelationPrompt
     path: Path | None
     elapsed: float
+    message: str = ""  # set when the relation went somewhere else than asked (see Inversion._save)
 
 
 @dataclass
 class FailedEvent:
-    """A NaN or infinite loss ended the run; the last good <R> was saved (when there was a step to keep)."""
+    """A NaN or infinite loss or <R> ended the run; the last good <R> was saved (never over an existing relation)."""
 
     step: int
     message: str
@@ -161,9 +165,15 @@ class Inversion:
         self.name = check_name(name or (checkpoint["name"] if checkpoint else exemplars.name))
         self.relations_dir = Path(relations_dir)
         self.overwrite = overwrite
-        if (self.relations_dir / self.name).exists() and not overwrite:
+        self.started_at = time.time()
+        recover_relations(self.relations_dir, self.name)  # a save of this name that a crash interrupted
+        self._saved_path = self._already_saved(checkpoint, s) if checkpoint else None
+        if (self.relations_dir / self.name).exists() and not overwrite and self._saved_path is None:
             raise ReVersionError(f"{self.relations_dir / self.name} already holds a relation; choose another name or allow overwriting.")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else self.relations_dir.parent / "runs" / self.name
+        _check_writable(self.relations_dir, "Relations folder")
+        if s.checkpoint_every:
+            _check_writable(self.checkpoint_dir, "Checkpoint folder")
         self._stop_requested = False
 
         # Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync.
@@ -272,10 +282,10 @@ class Inversion:
         self.sampler = RelationFocalSampler(self.noise_scheduler.config.num_train_timesteps, s.alpha if s.importance_sampling else 0.0)
         self.generator = torch.Generator().manual_seed(s.seed + acc.process_index)  # all randomness of the run
         self.start_step = 0
+        self.last_losses: dict[str, float] = {}
         if checkpoint:
             self._restore(checkpoint)
         self.last_good = self.current_vector().detach().clone()
-        self.last_losses: dict[str, float] = {}
         self.last_preview: list[Image.Image] | None = None
 
     # ------------------------------------------------------------------------------------------- setup helpers
@@ -357,7 +367,7 @@ class Inversion:
                 self.optimizer.zero_grad(set_to_none=True)
                 if s.reference:
                     self._restore_other_rows()
-                if not torch.isfinite(self.current_vector()).all():
+                if not self._usable(self.current_vector()):
                     yield self._fail(step, start, "the <R> vector")
                     return
                 self.last_good = self.current_vector().detach().clone()
@@ -378,6 +388,11 @@ class Inversion:
             yield self._end(StoppedEvent, step - 1, start)
             return
         yield self._end(FinishedEvent, total, start)
+
+    def _usable(self, vector: torch.Tensor) -> bool:
+        """Finite in the models' dtype, and small enough that the text encoder's layer norm (a mean of squares)
+        stays finite: a larger vector gives NaN images although each of its numbers is finite."""
+        return bool(torch.isfinite(vector.detach().to(self.weight_dtype)).all() and torch.isfinite(vector.detach().float().square().sum()))
 
     def _draw(self) -> dict:
         """One micro-batch's random choices, in a fixed order from the run's generator: images, captions, latent
@@ -463,8 +478,13 @@ class Inversion:
             "base_model": self.base_model_id, "settings": self.settings.to_dict(),
             "vector": self.current_vector().detach().float().cpu(), "optimizer": self.optimizer.state_dict(),
             "rng": self.generator.get_state(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "losses": dict(self.last_losses),
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.checkpoint_dir.glob(".ckpt.*"):  # of a write a crash interrupted
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < self.started_at:
+                    leftover.unlink()
         path = self.checkpoint_dir / f"step-{step:06d}.pt"
         fd, tmp = tempfile.mkstemp(dir=self.checkpoint_dir, prefix=".ckpt.")
         os.close(fd)
@@ -497,8 +517,8 @@ class Inversion:
         dim = self.text_encoder.get_input_embeddings().weight.shape[1]
         if state["vector"].numel() != dim:
             raise ReVersionError(f"The checkpoint's vector has size {state['vector'].numel()} but the base model's text encoder uses size {dim}.")
-        if state["step"] >= s.max_train_steps:
-            raise ReVersionError(f"The checkpoint is at step {state['step']}, already at or past the run's {s.max_train_steps} steps.")
+        if state["step"] > s.max_train_steps:  # equal: every step is done and only the save is left (a crash during it)
+            raise ReVersionError(f"The checkpoint is at step {state['step']}, already past the run's {s.max_train_steps} steps.")
         with torch.no_grad():
             self.current_vector().copy_(state["vector"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -507,6 +527,7 @@ class Inversion:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
+        self.last_losses = dict(state.get("losses") or {})
 
     # ------------------------------------------------------------------------------------------- the end
     def _relation(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> RelationPrompt:
@@ -533,7 +554,7 @@ class Inversion:
                 preview.paste(image, (k * image.width, 0))
         return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, preview)
 
-    def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None]:
+    def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
         """Write <R> into the table (only its row changes), drop the hook and save the relation folder."""
         with torch.no_grad():
             weight = self.text_encoder.get_input_embeddings().weight
@@ -543,16 +564,60 @@ class Inversion:
             self._hook.remove()
             self._hook = None
         relation = self._relation(vector, steps, status, elapsed)
-        path = None
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            path = save_relation(relation, self.relations_dir, overwrite=self.overwrite)
-        return relation, path
+        if not self.accelerator.is_main_process:
+            return relation, None, ""
+        if self._saved_path is not None and steps == self.start_step:
+            return relation, self._saved_path, ""  # resumed after a crash that came after the save had finished
+        return (relation, *self._save(relation, status))
+
+    def _save(self, relation: RelationPrompt, status: str) -> tuple[Path, str]:
+        """Save the relation and say where, when that is not where it was asked to go.
+
+        A stopped or failed run never replaces an existing relation: it takes a free name (``above_2``). When the
+        save fails (folder unwritable, name taken meanwhile), a free name, then a private temporary folder is used.
+        """
+        clean_leftovers(self.relations_dir, self.name, self.started_at)
+        target = self.relations_dir / self.name
+        overwrite = self.overwrite
+        message = ""
+        if overwrite and status != "finished" and target.exists():
+            relation.name = free_relation_name(self.relations_dir, self.name)
+            overwrite = False
+            message = f"The existing relation {self.name!r} was kept; this {status} run was saved as {relation.name!r}."
+        try:
+            return save_relation(relation, self.relations_dir, overwrite=overwrite), message
+        except (ReVersionError, OSError) as exc:
+            taken = isinstance(exc, ReVersionError) and target.exists()
+            reason = "another relation took that name meanwhile" if taken else getattr(exc, "strerror", None) or str(exc)
+        for attempt in ("free name", "temporary folder"):
+            try:
+                if attempt == "free name":
+                    relation.name = free_relation_name(self.relations_dir, self.name)
+                    path = save_relation(relation, self.relations_dir)
+                else:
+                    path = save_relation(relation, tempfile.mkdtemp(prefix="reversion-unsaved-"))
+            except (ReVersionError, OSError):
+                continue
+            return path, f"The relation could not be saved as {str(target)!r} ({reason}); it was saved to {str(path)!r} instead."
+        raise ReVersionError(f"The relation could not be saved as {str(target)!r} ({reason}), nor anywhere else.")
+
+    def _already_saved(self, checkpoint: dict, settings: InversionSettings) -> Path | None:
+        """The relation folder when a resumed run's last checkpoint was already saved there in full, else None."""
+        target = self.relations_dir / self.name
+        if checkpoint["step"] < settings.max_train_steps or not target.is_dir():
+            return None
+        try:
+            saved = load_relation(target, None)
+        except ReVersionError:
+            return None
+        same = saved.card.get("steps") == checkpoint["step"] and torch.equal(saved.vector, checkpoint["vector"].float().reshape(-1))
+        return target if same else None
 
     def _end(self, kind, step: int, start: float):
         elapsed = time.perf_counter() - start
-        relation, path = self._finish(self.current_vector(), step, "finished" if kind is FinishedEvent else "stopped", elapsed)
-        return kind(step, relation, path, elapsed)
+        relation, path, message = self._finish(self.current_vector(), step, "finished" if kind is FinishedEvent else "stopped", elapsed)
+        return kind(step, relation, path, elapsed, message)
 
     def _fail(self, step: int, start: float, what: str) -> FailedEvent:
         last = step - 1
@@ -560,8 +625,18 @@ class Inversion:
             f"Training stopped at step {step} because {what} became NaN or infinite; the <R> from step {last} was kept. "
             "Try a lower learning rate or full precision."
         )
-        relation, path = self._finish(self.last_good, last, "failed", time.perf_counter() - start)
-        return FailedEvent(step, message, relation, path)
+        relation, path, note = self._finish(self.last_good, last, "failed", time.perf_counter() - start)
+        return FailedEvent(step, f"{message} {note}".strip(), relation, path)
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse, before any step, a folder where the run could not save (one sentence)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=".write-check-", dir=folder)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise ReVersionError(f"{what} {folder} is not writable ({exc.strerror or type(exc).__name__}); choose another folder.") from None
 
 
 def _retoken(exemplars: ExemplarSet, token: str) -> ExemplarSet:

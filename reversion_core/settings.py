@@ -1,6 +1,7 @@
 """Every knob of relation inversion and generation in one place; defaults are the paper's (appendix A.1)."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -12,6 +13,24 @@ DEFAULT_INFERENCE_STEPS = 50  # DDIM steps
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
 FUSE_CHOICES = ("auto", "on", "off")
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; a run adds small offsets (process, image index)
+MAX_LEARNING_RATE = 1.0  # far above any useful rate; larger ones overflow AdamW's step
+MAX_RESOLUTION = 2048
+
+
+def check_seed(seed, what: str = "Seed") -> int:
+    """Return ``seed`` if it is a whole number from 0 to 2**63 - 1, else refuse it in one sentence."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ReVersionError(f"{what} {seed!r} is out of range; use a whole number from 0 to 2**63 - 1.")
+    return seed
+
+
+def _check_int(settings, name: str, low: int) -> None:
+    value = getattr(settings, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReVersionError(f"Setting {name} must be a whole number, not {value!r}.")
+    if value < low:
+        raise ReVersionError(f"Setting {name} must be at least {low}, not {value}.")
 
 
 @dataclass
@@ -57,17 +76,35 @@ class InversionSettings:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ReVersionError for values that cannot work."""
-        positive_ints = ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_positives")
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise ReVersionError(f"Setting {name} must be at least 1, not {getattr(self, name)}.")
-        if not self.learning_rate > 0:
-            raise ReVersionError(f"Setting learning_rate must be positive, not {self.learning_rate}.")
+        """Raise ReVersionError for values that cannot work (one sentence naming the setting)."""
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "num_positives", "preview_images", "preview_steps"):
+            _check_int(self, name, low=1)
+        for name in ("preview_every", "checkpoint_every"):
+            _check_int(self, name, low=0)
+        for name in ("learning_rate", "temperature", "lambda_steer", "lambda_denoise", "alpha", "adam_beta1", "adam_beta2",
+                     "adam_weight_decay", "adam_epsilon"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ReVersionError(f"Setting {name} must be a finite number, not {value!r}.")
+        if not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise ReVersionError(f"Setting learning_rate must lie in (0, {MAX_LEARNING_RATE:g}], not {self.learning_rate:g}.")
         if not self.temperature > 0:
             raise ReVersionError(f"Setting temperature must be positive, not {self.temperature}.")
+        for name in ("lambda_steer", "lambda_denoise", "adam_weight_decay"):
+            if getattr(self, name) < 0:
+                raise ReVersionError(f"Setting {name} must not be negative, not {getattr(self, name):g}.")
+        if not self.adam_epsilon > 0:
+            raise ReVersionError(f"Setting adam_epsilon must be positive, not {self.adam_epsilon:g}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ReVersionError(f"Setting {name} must lie in [0, 1), not {getattr(self, name):g}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ReVersionError(f"Setting alpha must lie in [0, 1], not {self.alpha}.")
+        check_seed(self.seed)
+        if self.resolution is not None:
+            _check_int(self, "resolution", low=8)
+            if self.resolution % 8 or self.resolution > MAX_RESOLUTION:
+                raise ReVersionError(f"Setting resolution must be a multiple of 8 from 8 to {MAX_RESOLUTION}, not {self.resolution}.")
         if self.mixed_precision not in MIXED_PRECISION_CHOICES:
             raise ReVersionError(
                 f"Mixed precision {self.mixed_precision!r} is unknown; use one of {', '.join(MIXED_PRECISION_CHOICES)}."
@@ -76,8 +113,15 @@ class InversionSettings:
             raise ReVersionError(f"fuse_micro_batches {self.fuse_micro_batches!r} is unknown; use one of {', '.join(FUSE_CHOICES)}.")
         if self.attention not in ATTENTION_CHOICES:
             raise ReVersionError(f"Attention {self.attention!r} is unknown; use one of {', '.join(ATTENTION_CHOICES)}.")
+        for name in ("placeholder_token", "initializer_token", "validation_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise ReVersionError(f"Setting {name} must be text, not {getattr(self, name)!r}.")
         if not self.placeholder_token.strip() or any(c.isspace() for c in self.placeholder_token):
             raise ReVersionError(f"Placeholder token {self.placeholder_token!r} must be one word with no spaces.")
+        if not any(p in self.validation_prompt for p in ("<R>", "{}", self.placeholder_token)):
+            raise ReVersionError(
+                f"The preview prompt {self.validation_prompt!r} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in 'circle <R> square'."
+            )
 
     def effective_learning_rate(self, num_processes: int = 1) -> float:
         """The learning rate AdamW uses: 2.5e-4 x 2 x 4 = 2e-3 by default (``scale_lr``), else the base rate."""

@@ -50,3 +50,38 @@ def test_inspect_refuses_a_pickle_with_code(tmp_path, capsys):
         pickle.dump({"<R>": print}, f)
     assert main(["inspect", str(tmp_path / "learned_embeds.bin"), "--no-neighbours"]) == 2
     assert "contains pickled code, which is never executed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, sentence", [
+    (["train", "EX", "--resolution", "-8"], "Setting resolution must be at least 8, not -8."),
+    (["train", "EX", "--resolution", "0"], "Setting resolution must be at least 8, not 0."),
+    (["train", "EX", "--seed", str(2**64)], "Seed 18446744073709551616 is out of range; use a whole number from 0 to 2**63 - 1."),
+    (["train", "EX", "--lambda-steer", "-1"], "Setting lambda_steer must not be negative, not -1."),
+    (["train", "EX", "--validation-prompt", "cat box"],
+     "The preview prompt 'cat box' has no <R>; write where the relation goes, as in 'circle <R> square'."),
+    (["generate", "--prompt", "a <R> b", "--steps", "0"], "The number of denoising steps must be a whole number from 1 to 1000, not 0."),
+    (["generate", "--prompt", "a <R> b", "--guidance", "nan"], "The guidance scale must be a finite number of at least 0, not nan."),
+    (["generate", "--prompt", "a <R> b", "--seed", str(2**64)],
+     "--seed 18446744073709551616 is out of range; use a whole number from 0 to 2**63 - 1."),
+    (["generate", "--prompt", "a <R> b", "--out", "FILE"], "--out FILE cannot be used as a folder (it is a file); choose another."),
+    (["inspect", "x.bin", "-k", "-1"], "The number of nearest words (-k) must be at least 1, not -1."),
+    (["world", "render", "--relation", "above", "--entity-a", "red circle", "--entity-b", "blue square", "--size", "0",
+      "--out", "x.png"], "--size must be from 8 to 4096 pixels, not 0."),
+])
+def test_bad_arguments_get_one_sentence_before_any_model_loads(argv, sentence, exemplar_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("not a folder")
+    argv = [str(exemplar_dir) if a == "EX" else str(tmp_path / "FILE") if a == "FILE" else a for a in argv]
+    sentence = sentence.replace("FILE", str(tmp_path / "FILE"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {sentence}\n"
+
+
+def test_an_automatic1111_embedding_is_inspected(tmp_path, capsys):
+    import torch
+
+    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.ones(1, 32)}, "name": "style", "step": 3},
+               tmp_path / "style.pt")
+    assert main(["inspect", str(tmp_path / "style.pt"), "--no-neighbours"]) == 0
+    out = capsys.readouterr().out
+    assert "token       <style>" in out and "vector      size 32" in out

@@ -90,3 +90,22 @@ def test_upload_of_a_non_image_is_refused(tmp_path):
 def test_no_uploads_is_refused():
     with pytest.raises(ReVersionError, match="No exemplar images were given"):
         exemplars_from_uploads([])
+
+
+@pytest.mark.parametrize("content", ["5", '"E_A <R> E_B"', '{"a": 1}'])
+def test_templates_json_that_is_not_a_list_is_refused(exemplar_dir, content):
+    (exemplar_dir / "templates.json").write_text(content)
+    with pytest.raises(ReVersionError, match=r'^templates.json in .* must be a list of templates such as "E_A <R> E_B"\.$'):
+        load_exemplars(exemplar_dir)
+
+
+def test_relation_json_that_is_not_an_object_is_refused(exemplar_dir):
+    (exemplar_dir / "relation.json").write_text("[1]")
+    with pytest.raises(ReVersionError, match=r'^relation.json in .* must be an object such as \{"name": "above"\}\.$'):
+        load_exemplars(exemplar_dir)
+
+
+def test_captions_that_are_not_a_list_are_refused(exemplar_dir):
+    (exemplar_dir / "text.json").write_text(json.dumps({"1.png": ["a {} b"], "2.png": 5, "3.jpg": ["c {} d"]}))
+    with pytest.raises(ReVersionError, match=r"^text.json in .* must map 2.png to a list of captions, not 5\.$"):
+        load_exemplars(exemplar_dir)

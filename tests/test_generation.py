@@ -116,3 +116,9 @@ def test_card_token_that_is_unsafe_installs_as_the_relation_name(generator, tmp_
 def test_relation_named_with_a_space_installs_without_whitespace_in_its_token(generator, tmp_path):
     save_random_relation(tmp_path, "on top", 0, token="on top")
     assert generator.install("on top") == "<on_top>"
+
+
+def test_a_seed_beyond_64_bits_is_refused_before_generating(generator, tmp_path):
+    save_random_relation(tmp_path, "rel", 0)
+    with pytest.raises(ReVersionError, match=r"^Seed 1180591620717411303424 is out of range; use a whole number from 0 to 2\*\*63 - 1\.$"):
+        generator.generate("rel", "circle", "square", seed=2**70, **FAST)

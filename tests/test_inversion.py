@@ -216,3 +216,158 @@ def test_bf16_mixed_precision_trains_on_cpu_and_keeps_the_vector_fp32(exemplar_d
     assert isinstance(events[-1], FinishedEvent)
     assert all(torch.isfinite(torch.tensor(e.loss)) for e in events if isinstance(e, StepEvent))
     assert events[-1].relation.vector.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------- saved relations stay safe
+def existing_relation(tmp_path, name="rel"):
+    from reversion_core.relation_file import RelationPrompt, save_relation
+
+    return save_relation(RelationPrompt(name, "<R>", torch.full((32,), 0.5), {"steps": 30, "status": "finished"}), tmp_path / "relations")
+
+
+def overwriting_run(exemplar_dir, tmp_path, pipeline, **changes):
+    return Inversion(exemplar_dir, "rel", settings(**changes), base_model=pipeline, relations_dir=tmp_path / "relations",
+                     overwrite=True, device="cpu")
+
+
+def test_a_stopped_overwrite_run_keeps_the_existing_relation_and_saves_under_a_free_name(exemplar_dir, tmp_path, tiny_pipeline):
+    existing_relation(tmp_path)
+    inversion = overwriting_run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=50)
+    inversion.stop()
+    event = list(inversion)[-1]
+    assert isinstance(event, StoppedEvent) and event.path == tmp_path / "relations" / "rel_2"
+    assert event.message == "The existing relation 'rel' was kept; this stopped run was saved as 'rel_2'."
+    assert torch.equal(load_relation("rel", tmp_path / "relations").vector, torch.full((32,), 0.5))
+    assert load_relation("rel_2", tmp_path / "relations").card["status"] == "stopped"
+
+
+def test_a_finished_overwrite_run_replaces_the_relation(exemplar_dir, tmp_path, tiny_pipeline):
+    existing_relation(tmp_path)
+    event = list(overwriting_run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=1))[-1]
+    assert isinstance(event, FinishedEvent) and event.path == tmp_path / "relations" / "rel" and event.message == ""
+    assert load_relation("rel", tmp_path / "relations").card["steps"] == 1
+
+
+def test_a_vector_too_large_to_encode_fails_the_run_and_keeps_the_existing_relation(exemplar_dir, tmp_path, tiny_pipeline):
+    existing_relation(tmp_path)
+    inversion = overwriting_run(exemplar_dir, tmp_path, tiny_pipeline, max_train_steps=5)
+    step = inversion.optimizer.step
+
+    def blow_up(*args, **kwargs):  # what a learning rate of 1e9 does after a few steps
+        step(*args, **kwargs)
+        if inversion.optimizer.state and len(calls) >= 1:
+            inversion.relation.vector.data.fill_(1e30)  # each number finite, its square not
+        calls.append(1)
+
+    calls = []
+    inversion.optimizer.step = blow_up
+    event = list(inversion)[-1]
+    assert isinstance(event, FailedEvent) and event.step == 2
+    assert event.message == (
+        "Training stopped at step 2 because the <R> vector became NaN or infinite; the <R> from step 1 was kept. "
+        "Try a lower learning rate or full precision. The existing relation 'rel' was kept; this failed run was saved as 'rel_2'."
+    )
+    assert torch.equal(load_relation("rel", tmp_path / "relations").vector, torch.full((32,), 0.5))
+    assert torch.isfinite(load_relation("rel_2", tmp_path / "relations").vector.square().sum())
+
+
+def test_an_unwritable_relations_folder_is_refused_before_any_step(exemplar_dir, tmp_path, tiny_pipeline):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ReVersionError, match=r"^Relations folder .*file/relations is not writable \(Not a directory\); choose another folder\.$"):
+        Inversion(exemplar_dir, "rel", settings(), base_model=tiny_pipeline, relations_dir=tmp_path / "file" / "relations", device="cpu")
+
+
+def test_a_name_taken_during_the_run_saves_under_a_free_name_and_says_so(exemplar_dir, tmp_path, tiny_pipeline):
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline)
+    for event in inversion:
+        if isinstance(event, StepEvent) and event.step == 1:
+            existing_relation(tmp_path)  # another run saved "rel" meanwhile
+    assert isinstance(event, FinishedEvent) and event.path == tmp_path / "relations" / "rel_2"
+    assert event.message == (
+        f"The relation could not be saved as '{tmp_path / 'relations' / 'rel'}' (another relation took that name meanwhile); "
+        f"it was saved to '{tmp_path / 'relations' / 'rel_2'}' instead."
+    )
+
+
+def test_a_relations_folder_gone_unwritable_during_the_run_saves_to_a_temporary_folder(exemplar_dir, tmp_path, tiny_pipeline):
+    import shutil
+
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline)
+    for event in inversion:
+        if isinstance(event, StepEvent) and event.step == 1:
+            shutil.rmtree(tmp_path / "relations")
+            (tmp_path / "relations").write_text("now a file")
+    assert isinstance(event, FinishedEvent) and event.path.name == "rel" and event.path.parent.name.startswith("reversion-unsaved-")
+    assert event.message.startswith(f"The relation could not be saved as '{tmp_path / 'relations' / 'rel'}' (")
+    assert event.message.endswith(f"it was saved to '{event.path}' instead.")
+    assert torch.equal(load_relation(event.path).vector, event.relation.vector)
+    shutil.rmtree(event.path.parent)
+
+
+# ----------------------------------------------------------------------------------------------- crashes during the final save
+def dead_pid():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def finished_with_checkpoint(exemplar_dir, tmp_path, model_dir):
+    run = Inversion(exemplar_dir, "rel", settings(max_train_steps=2, checkpoint_every=2), base_model=model_dir,
+                    relations_dir=tmp_path / "relations", checkpoint_dir=tmp_path / "ckpt", device="cpu")
+    return list(run)[-1]
+
+
+def resume(exemplar_dir, tmp_path, model_dir, overwrite=False):
+    return list(Inversion(exemplar_dir, "rel", None, base_model=model_dir, relations_dir=tmp_path / "relations",
+                          resume_from=tmp_path / "ckpt", overwrite=overwrite, device="cpu"))
+
+
+def test_resume_after_a_kill_during_the_final_save_of_a_new_relation_finishes(exemplar_dir, tmp_path, tiny_model_dir):
+    import os
+
+    done = finished_with_checkpoint(exemplar_dir, tmp_path, tiny_model_dir)
+    half = tmp_path / "relations" / f".rel.tmp-{dead_pid()}-abcd1234"
+    os.replace(done.path, half)
+    (half / "card.json").unlink()  # killed before the card was written
+    events = resume(exemplar_dir, tmp_path, tiny_model_dir)
+    assert [type(e) for e in events] == [FinishedEvent] and events[0].path == tmp_path / "relations" / "rel"
+    assert torch.equal(load_relation(events[0].path).vector, done.relation.vector)
+    assert sorted(os.listdir(tmp_path / "relations")) == ["rel"]
+
+
+def test_resume_after_a_kill_just_before_the_last_rename_finds_the_relation_saved(exemplar_dir, tmp_path, tiny_model_dir):
+    import os
+
+    done = finished_with_checkpoint(exemplar_dir, tmp_path, tiny_model_dir)
+    os.replace(done.path, tmp_path / "relations" / f".rel.tmp-{dead_pid()}-abcd1234")
+    events = resume(exemplar_dir, tmp_path, tiny_model_dir)
+    assert [type(e) for e in events] == [FinishedEvent] and events[0].path == tmp_path / "relations" / "rel"
+    assert sorted(os.listdir(tmp_path / "relations")) == ["rel"]
+
+
+def test_resume_after_a_kill_between_the_renames_of_an_overwrite_finishes(exemplar_dir, tmp_path, tiny_model_dir):
+    import os
+
+    done = finished_with_checkpoint(exemplar_dir, tmp_path, tiny_model_dir)
+    pid = dead_pid()
+    os.replace(done.path, tmp_path / "relations" / f".rel.tmp-{pid}-abcd1234")  # the new one, not yet renamed in
+    existing = existing_relation(tmp_path, "old")
+    os.replace(existing, tmp_path / "relations" / f".rel.old-{pid}")  # the old one, renamed away
+    events = resume(exemplar_dir, tmp_path, tiny_model_dir, overwrite=True)
+    assert isinstance(events[-1], FinishedEvent) and events[-1].step == 2
+    assert torch.equal(load_relation("rel", tmp_path / "relations").vector, done.relation.vector)
+    assert sorted(os.listdir(tmp_path / "relations")) == ["rel"]
+
+
+def test_leftover_checkpoint_temporaries_older_than_the_run_are_removed(exemplar_dir, tmp_path, tiny_pipeline):
+    import os
+
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / ".ckpt.abc123").write_bytes(b"half a checkpoint")
+    os.utime(tmp_path / "ckpt" / ".ckpt.abc123", (1, 1))
+    list(Inversion(exemplar_dir, "rel", settings(max_train_steps=1, checkpoint_every=1), base_model=tiny_pipeline,
+                   relations_dir=tmp_path / "relations", checkpoint_dir=tmp_path / "ckpt", device="cpu"))
+    assert sorted(os.listdir(tmp_path / "ckpt")) == ["step-000001.pt"]

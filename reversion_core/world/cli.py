@@ -40,7 +40,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--seed", type=int, default=0)
 
 
+MAX_SIZE = 4096
+
+
+def _check(args) -> None:
+    """Refuse sizes, counts and seeds the renderer cannot use, in one sentence each."""
+    if getattr(args, "size", None) is not None and not 8 <= args.size <= MAX_SIZE:
+        raise ReVersionError(f"--size must be from 8 to {MAX_SIZE} pixels, not {args.size}.")
+    if getattr(args, "per_relation", None) is not None and not 1 <= args.per_relation <= 1000:
+        raise ReVersionError(f"--per-relation must be from 1 to 1000, not {args.per_relation}.")
+    if not 0 <= args.seed < 2**63:
+        raise ReVersionError(f"--seed {args.seed} is out of range; use a whole number from 0 to 2**63 - 1.")
+
+
+def _save(image: Image.Image, out: str) -> None:
+    try:
+        image.save(out)
+    except ValueError:
+        raise ReVersionError(f"--out {out} needs an image extension such as .png.") from None
+    except OSError as exc:
+        raise ReVersionError(f"Could not write {out} ({exc.strerror or type(exc).__name__}).") from None
+
+
 def run(args) -> int:
+    _check(args)
     if args.world_command == "render":
         try:
             a, b = parse_entity(args.entity_a), parse_entity(args.entity_b)
@@ -49,7 +72,7 @@ def run(args) -> int:
         if a.colour == b.colour:
             raise ReVersionError("The two entities need different colours, or the world cannot tell them apart.")
         scene = Scene(get_relation(args.relation).name, a, b, args.background)
-        Image.fromarray(render(scene, args.seed, args.size)).save(args.out)
+        _save(Image.fromarray(render(scene, args.seed, args.size)), args.out)
         print(f"{full_caption(scene, 3)} -> {args.out}")
     elif args.world_command == "grid":
         rng = np.random.default_rng(args.seed)
@@ -57,10 +80,13 @@ def run(args) -> int:
         for rel in RELATION_NAMES:
             tiles = [render(random_scene(rng, rel), int(rng.integers(2**31)), args.size) for _ in range(args.per_relation)]
             rows.append(np.concatenate(tiles, 1))
-        Image.fromarray(np.concatenate(rows, 0)).save(args.out)
+        _save(Image.fromarray(np.concatenate(rows, 0)), args.out)
         print(f"{len(RELATION_NAMES)} relations x {args.per_relation} scenes -> {args.out}")
     else:
-        folders = [write_exemplar_set(args.relation, Path(args.out) / args.relation, args.seed)] if args.relation else write_benchmark(args.out, args.seed)
+        try:
+            folders = [write_exemplar_set(args.relation, Path(args.out) / args.relation, args.seed)] if args.relation else write_benchmark(args.out, args.seed)
+        except OSError as exc:
+            raise ReVersionError(f"Could not write the exemplar sets to {args.out} ({exc.strerror or type(exc).__name__}).") from None
         for f in folders:
             print(f"wrote {f}")
     return 0
