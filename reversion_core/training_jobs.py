@@ -145,6 +145,7 @@ class TrainingSlot:
         self._state = threading.Condition()
         self._queue: list[TrainingJob] = []  # the running job first, then the waiting ones
         self._cancelled: set[str] = set()  # owners whose next queued run must not start (Stop pressed while waiting)
+        self._starting: set[str] = set()  # owners whose Start was checked and whose run is on its way to the queue
         self._last: dict[str | None, TrainingJob] = {}
 
     @property
@@ -182,18 +183,24 @@ class TrainingSlot:
                 for job in mine:
                     job.stop()
                 return "The running training belongs to another session; your queued training, if any, was cancelled."
+            if owner is not None and owner in self._starting:  # Stop pressed between a Start's check and its run
+                self._cancelled.add(owner)
+                return "Your training was cancelled before it started."
             return "No training of yours is running."
 
     def forget(self, owner: str | None) -> None:
-        """A fresh Start click: an earlier Stop of this session must not cancel the new run."""
+        """A fresh Start click (its run follows): an earlier Stop of this session must not cancel the new run."""
         with self._state:
             self._cancelled.discard(owner)
+            if owner is not None:
+                self._starting.add(owner)
 
     def submit(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> TrainingJob:
         """Queue ``job``; a server thread runs ``work(job)`` when the slot is free (skipped if cancelled first)."""
         with self._state:
             self._queue.append(job)
             self._last[job.owner] = job
+            self._starting.discard(job.owner)
         if len(self._queue) > 1:
             job.publish(TrainUpdate(self.waiting_message(), job.latest().losses))
         threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"training-{job.name}").start()

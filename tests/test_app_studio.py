@@ -161,6 +161,15 @@ def test_a_queued_run_stopped_before_it_starts_never_starts():
     assert [u.status for u in job.updates()][-1] == "stopped"
 
 
+def test_stop_between_a_start_and_its_run_cancels_the_run():
+    slot = TrainingSlot()
+    slot.forget("alice")  # the Start click was checked; its run is on its way
+    assert slot.stop("alice") == "Your training was cancelled before it started."
+    job = slot.submit(TrainingJob("alice", "r"), lambda job: pytest.fail("the cancelled run was built"))
+    assert [u.status for u in job.updates()][-1] == "Your queued training was cancelled before it started."
+    assert slot.stop("alice") == "No training of yours is running."
+
+
 def test_out_of_range_settings_are_refused_in_one_sentence():
     with pytest.raises(ReVersionError, match=r"^Learning rate must be a number from 1e-07 to 0.1, not 1000000000.0.$"):
         bounded("learning_rate", 1e9)
@@ -175,13 +184,15 @@ def test_templates_split_into_the_two_entities():
     assert split_template("red circle <R> blue square") == ("red circle", "blue square")
 
 
-def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, exemplar_dir, tmp_path):
+def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, exemplar_dir, tmp_path, monkeypatch):
     from reversion_core.exemplars import load_exemplars
+    from reversion_core.inversion import Inversion
     from reversion_core.settings import InversionSettings
     from reversion_core.studio import Studio
 
+    monkeypatch.setattr(Inversion, "_usable", lambda self, vector: False)  # what a far too large step does to <R>
     studio = Studio(tiny_model_dir, tmp_path / "relations", tmp_path, tmp_path / "tmp", device="cpu")
-    settings = InversionSettings(max_train_steps=3, learning_rate=1e30, train_batch_size=1, gradient_accumulation_steps=1,
-                                 scale_lr=False)
+    settings = InversionSettings(max_train_steps=3, train_batch_size=1, gradient_accumulation_steps=1)
     last = list(studio.train(None, load_exemplars(exemplar_dir), "blown_up", settings))[-1]
-    assert last.status.startswith("Failed at step ") and last.warning == last.status
+    assert last.status.startswith("Failed at step 1. Training stopped at step 1 because the <R> vector became NaN")
+    assert last.warning == last.status

@@ -214,7 +214,10 @@ def test_a_reloaded_page_follows_its_running_training_and_can_stop_it(page, serv
 def test_stopping_an_overwrite_run_at_once_keeps_the_existing_relation(page, served_app):
     before = card(served_app[1], "above")
     start_training(page, "above", 2000, overwrite=True)
-    press_stop(page)
+    try:
+        wait_for_status(page, "Training above: step")  # the run has begun (at step 0 or a few steps in)
+    finally:
+        press_stop(page)
     wait_for_status(page, "Stopped")
     match = re.search(r"The existing relation 'above' was kept; this stopped run was saved as '(\w+)'", status(page))
     assert match, status(page)
