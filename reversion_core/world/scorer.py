@@ -20,6 +20,7 @@ _NAMES = ["background", "mark", "ink"] + list(COLOURS) + [f"dark {c}" for c in C
 _HUES = np.array([colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0] * 360 for rgb in COLOURS.values()])
 _VALUES = np.array([max(rgb) for rgb in COLOURS.values()], np.float32)
 MIN_ENTITY_PIXELS = 10
+_SHAPELESS_B = ("made_of", "wrapped_in")  # B is a material or a ribbon there: only its colour is drawn
 
 
 @dataclass
@@ -175,6 +176,20 @@ def _ink(dark, y0, y1, x0, x1) -> float:
     return float(dark[y0 : y1 + 1, x0 : x1 + 1].sum())
 
 
+def _crosses(mask: np.ndarray, silhouette: np.ndarray, full: float = 0.85) -> bool:
+    """Does the colour run as a band across the whole silhouette, both along 3+ rows and down 3+ columns?"""
+    def runs(m, sil):
+        width = sil.sum(1)
+        across = (m & sil).sum(1) >= full * np.maximum(width, 1)
+        across &= width >= 4
+        longest = run = 0
+        for a in across:
+            run = run + 1 if a else 0
+            longest = max(longest, run)
+        return longest >= 3
+    return runs(mask, silhouette) and runs(mask.T, silhouette.T)
+
+
 def read_scene(image) -> Reading:
     """Read entities, relation and background from a world image (PIL or uint8/float array)."""
     try:
@@ -227,9 +242,15 @@ def _read(image) -> Reading:
     iy = max(0, min(bx[2], by[2]) - max(bx[0], by[0]) + 1)
     ix = max(0, min(bx[3], by[3]) - max(bx[1], by[1]) + 1)
     small = min((bx[2] - bx[0] + 1) * (bx[3] - bx[1] + 1), (by[2] - by[0] + 1) * (by[3] - by[1] + 1))
-    if iy * ix > 0.6 * small:  # interleaved colours in one silhouette: A made of B's material
-        a, b = (x, y) if mx.sum() >= my.sum() else (y, x)
-        reading.relation = "made_of"
+    if iy * ix > 0.6 * small:  # two colours in one silhouette: B's ribbon round A, or A made of B's material
+        ribbon = [c for c in (x, y) if _crosses(masks[c], union)]
+        if len(ribbon) == 1:
+            b = ribbon[0]
+            a = y if b == x else x
+            reading.relation = "wrapped_in"
+        else:
+            a, b = (x, y) if mx.sum() >= my.sum() else (y, x)
+            reading.relation = "made_of"
         reading.entity_a = FoundEntity(a, classify_shape(np.maximum(union, cover[a] + cover[b])), None, _bbox(union), found[a].pixels)
         reading.entity_b = FoundEntity(b, None, None, found[b].bbox, found[b].pixels)
         return reading
@@ -244,7 +265,9 @@ def _read(image) -> Reading:
         if gap >= 3 and string >= 0.6 * (gap - 2):  # a dark line runs through the gap
             reading.relation, reading.entity_a, reading.entity_b = "hanging_from", found[bottom], found[top]
         elif gap <= 1:
-            reading.relation, reading.entity_a, reading.entity_b = "on_top_of", found[top], found[bottom]
+            cart = _ink(dark, u[2] + 1, u[2] + 4, int(cx[bottom]) - 5, int(cx[bottom]) + 6)  # wheels under B
+            reading.relation = "rides" if cart >= 4.0 else "on_top_of"
+            reading.entity_a, reading.entity_b = found[top], found[bottom]
         else:
             reading.relation, reading.entity_a, reading.entity_b = "above", found[top], found[bottom]
         return reading
@@ -260,8 +283,24 @@ def _read(image) -> Reading:
             return 0
         return 1 if out > inn else -1
 
-    fl, fr = facing(l, True), facing(r, False)
     reading.entity_a, reading.entity_b = found[left], found[right]
+    gap = r[1] - l[3] - 1
+    mid = int(round((cy[left] + cy[right]) / 2))
+    if gap >= 4:  # a dark arm bridging the gap, thickest at the clasp in the middle: shaking hands
+        # (noses facing each other may touch too, but their ink is thickest at the bodies, thinnest between)
+        arm = [_ink(dark, mid - 5, mid + 6, col, col) for col in range(l[3] + 2, r[1] - 1)]
+        centre, half = (len(arm) - 1) / 2, max(1.0, 0.2 * len(arm))
+        clasp = max(v for i, v in enumerate(arm) if abs(i - centre) <= half)
+        if min(arm) >= 0.5 and clasp > max(arm[0], arm[-1]) + 0.5:
+            reading.relation = "shakes_hands_with"
+            return reading
+    if gap <= 2:  # touching, with dark arms round them above and below where they meet
+        jx = (l[3] + r[1]) // 2
+        top, bot = min(l[0], r[0]), max(l[2], r[2])
+        if _ink(dark, top - 3, mid - 2, jx - 1, jx + 1) >= 2.0 and _ink(dark, mid + 2, bot + 3, jx - 1, jx + 1) >= 2.0:
+            reading.relation = "hugs"
+            return reading
+    fl, fr = facing(l, True), facing(r, False)
     if fl == fr == 1:
         reading.relation = "back_to_back"
     elif fl == fr == -1:
@@ -290,7 +329,7 @@ def score(image, relation: str, entity_a: Entity, entity_b: Entity) -> Score:
         fa, fb = ents.get(entity_a.colour), ents.get(entity_b.colour)
         entities_ok = bool(fa and fb and fa.shape == entity_a.shape and fb.shape == entity_b.shape)
         return Score(False, entities_ok, reading)
-    check_b_shape = rel.name != "made_of" and reading.relation != "made_of"
+    check_b_shape = rel.name not in _SHAPELESS_B and reading.relation not in _SHAPELESS_B
 
     def ok(ga, gb):
         return ga.matches(entity_a) and gb.matches(entity_b, check_shape=check_b_shape)
