@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import math
 import os
 import shutil
@@ -340,6 +341,29 @@ def evaluate(pipe, prompts, steps, guidance, seed=0, batch=64):
     return float(np.mean([per[r] for r in named])), ent, per
 
 
+def encode_latents(vae, images: np.ndarray, vae_folder: Path, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's latent means and standard deviations of the pool, kept in --pool-cache under the VAE weights' hash
+    (encoding 30000 images is minutes on a busy CPU, and every continuation needs the same latents)."""
+    weights = next(Path(vae_folder).glob("*.safetensors"))
+    key = hashlib.sha1(weights.read_bytes()).hexdigest()[:12]
+    path = Path(args.pool_cache) / f"latents-{args.pool}-{args.seed}-{key}.npz" if args.pool_cache else None
+    if path is not None and path.exists():
+        z = np.load(path)
+        return torch.from_numpy(z["means"]), torch.from_numpy(z["stds"])
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 256):
+            d = vae.encode(to_tensor(images[i : i + 256])).latent_dist
+            means.append(d.mean)
+            stds.append(d.std)
+    means, stds = torch.cat(means), torch.cat(stds)
+    if path is not None:
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, means=means.numpy(), stds=stds.numpy())
+        os.replace(tmp, path)
+    return means, stds
+
+
 def caption_ids(tokenizer, scenes, seed: int) -> torch.Tensor:
     """``CAPTIONS_PER_SCENE`` training captions per scene, as token ids (scenes x captions x tokens)."""
     rng = np.random.default_rng(seed)
@@ -362,13 +386,7 @@ def train_unet(args, log) -> None:
 
     t = time.time()
     images, scenes = render_pool(args.pool, args.seed, relation_list(args.relations), args.pool_cache)
-    means, stds = [], []
-    with torch.no_grad():
-        for i in range(0, len(images), 256):
-            d = vae.encode(to_tensor(images[i : i + 256])).latent_dist
-            means.append(d.mean)
-            stds.append(d.std)
-    means, stds = torch.cat(means), torch.cat(stds)
+    means, stds = encode_latents(vae, images, src_vae / "vae", args)
     del images
     scaling = float(vae.config.scaling_factor) if args.init_from else float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
@@ -393,7 +411,7 @@ def train_unet(args, log) -> None:
     prompts = eval_prompts(args.eval_per_relation)
     g = torch.Generator().manual_seed(args.seed + 1)
     work.mkdir(parents=True, exist_ok=True)
-    new_logs = not args.init_from
+    new_logs = not (work / "train_log.csv").exists()
     train_log = open(work / "train_log.csv", "w" if new_logs else "a", newline="")
     acc_log = open(work / "accuracy.csv", "w" if new_logs else "a", newline="")
     tw, aw = csv.writer(train_log), csv.writer(acc_log)
@@ -514,6 +532,9 @@ def main(argv=None):
         p.error("the unet stage needs --text-from and --vae-from, or --init-from")
     hf_logging.disable_progress_bar()
     torch.manual_seed(args.seed)
+    if args.init_from and (Path(args.init_from) / "train.log").exists() and not (Path(args.work) / "train.log").exists():
+        Path(args.work).mkdir(parents=True, exist_ok=True)
+        copy_logs(argparse.Namespace(work=args.init_from), Path(args.work))  # a continuation's logs extend its source's
     log = Logger(Path(args.work) / "train.log")
     log(f"args {vars(args)}")
     if args.stage == "pool":
