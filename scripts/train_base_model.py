@@ -88,6 +88,12 @@ def build_unet() -> UNet2DConditionModel:
     )
 
 
+def build_components(tok_dir: Path):
+    """A fresh tokenizer, text encoder, VAE and UNet of the embedded model's architecture (random weights)."""
+    tokenizer = build_tokenizer(tok_dir)
+    return tokenizer, build_text_encoder(tokenizer), build_vae(), build_unet()
+
+
 def scheduler_config():
     return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
