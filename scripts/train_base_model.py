@@ -451,6 +451,7 @@ def train_unet(args, log) -> None:
             copy_logs(args, tmp)
 
         train_log.flush()
+        log(f"saving {out} at step {step}")  # before the copy, so the checkpoint's own log names its step
         save_folder(write, out)
         log(f"saved {out} at step {step}")
 
