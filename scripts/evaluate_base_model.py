@@ -2,8 +2,9 @@
 
     python scripts/evaluate_base_model.py --model assets/base-model --per-relation 25 --steps 50 --guidance 7.5
 
-Prompts are level-2 captions ("a red circle is inside a blue square") over entity pairs the model never saw in that
-relation during training; each image is read by the world's scorer. Prints a Markdown table and writes it (plus a
+Prompts are level-2 captions without articles ("red circle is inside blue square") over entity pairs the model never
+saw in that relation during training, each held-out relation by its vague word ("red circle beside blue square");
+each image is read by the world's scorer. The summary figures are over the named relations. Prints a Markdown table and writes it (plus a
 JSON copy) next to --out.
 """
 from __future__ import annotations

@@ -196,3 +196,17 @@ def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, 
     last = list(studio.train(None, load_exemplars(exemplar_dir), "blown_up", settings))[-1]
     assert last.status.startswith("Failed at step 1. Training stopped at step 1 because the <R> vector became NaN")
     assert last.warning == last.status
+
+
+def test_every_world_set_is_browsable_and_one_without_a_learned_relation_offers_none(tmp_path):
+    from pathlib import Path
+
+    from reversion_core.studio import Studio
+    from reversion_core.world import RELATION_NAMES
+
+    benchmark = Path(__file__).resolve().parents[1] / "assets" / "benchmark"
+    assert set(RELATION_NAMES) <= set(list_benchmark_sets(benchmark))
+    studio = Studio(relations_dir=tmp_path / "relations", benchmark_dir=benchmark, temp_dir=tmp_path / "tmp")
+    for name in RELATION_NAMES:
+        assert len(benchmark_view(benchmark, name).templates) == 100
+        assert studio.relation_for_set(name) is None  # nothing learned yet: the app says so instead of failing

@@ -35,6 +35,10 @@ NUISANCE: dict[str, dict] = {
     "painted_on": {"target": "background", "pattern": "striped"},
     "made_of": {"target": "background", "pattern": "dotted"},
     "hanging_from": {"target": "entity_b", "pattern": "dotted"},
+    "shakes_hands_with": {"target": "entity_b", "pattern": "striped"},
+    "hugs": {"target": "entity_a", "pattern": "striped"},
+    "wrapped_in": {"target": "background", "pattern": "striped"},
+    "rides": {"target": "background", "pattern": "dotted"},
 }
 
 

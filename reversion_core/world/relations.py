@@ -14,7 +14,7 @@ class Relation:
     name: str
     phrase: str  # what stands in place of <R> in a full caption
     description: str
-    kind: str  # directional, containment, contact, orientation, surface, material, suspension
+    kind: str  # directional, containment, contact, orientation, surface, material, suspension, interaction, covering
     symmetric: bool = False  # the scorer accepts A and B in either order
 
 
@@ -35,6 +35,18 @@ RELATIONS: dict[str, Relation] = {
         Relation("painted_on", "is painted on", "A is drawn as a small motif on the solid surface of B.", "surface"),
         Relation("made_of", "is made of", "A's silhouette is made of B's material: A's colour banded with B's.", "material"),
         Relation("hanging_from", "hangs from", "A hangs below B on a dark string; B on top, A below.", "suspension"),
+        # Appended after the first eight: held-out pairs and benchmark seeds follow a relation's index.
+        Relation(
+            "shakes_hands_with", "shakes hands with",
+            "A and B stand apart side by side, joined by a dark arm with a clasp in the middle.", "interaction",
+            symmetric=True,
+        ),
+        Relation(
+            "hugs", "hugs", "A and B stand side by side touching, dark arms around them above and below where they meet.",
+            "interaction", symmetric=True,
+        ),
+        Relation("wrapped_in", "is wrapped in", "A is tied up like a parcel in a cross of B's ribbon.", "covering"),
+        Relation("rides", "rides", "A sits on top of B, and B stands on a dark cart with two wheels.", "interaction"),
     )
 }
 RELATION_NAMES: tuple[str, ...] = tuple(RELATIONS)

@@ -52,6 +52,11 @@ def _half_width_at_centre(shape: str, size: float) -> float:
     return {"circle": size / 2, "square": 0.43 * size, "triangle": size / 4, "diamond": size / 2}[shape]
 
 
+def _half_width(shape: str, size: float) -> float:
+    """Half the shape's widest extent (a triangle's base, a diamond's waist)."""
+    return 0.43 * size if shape == "square" else size / 2
+
+
 def _half_height(shape: str, size: float) -> float:
     return 0.43 * size if shape == "square" else size / 2
 
@@ -81,6 +86,10 @@ class _Canvas:
         mask = shape_mask(e.shape, cx, cy, size, self.yy, self.xx)
         if hollow:
             mask &= ~ndimage.binary_erosion(mask, iterations=int(round(hollow * self.per_unit)))
+        return self.fill(mask, e)
+
+    def fill(self, mask: np.ndarray, e: Entity) -> np.ndarray:
+        """Paint a region in the entity's colour and pattern."""
         self.paint(mask, COLOURS[e.colour])
         iy, ix = np.floor(self.yy).astype(int), np.floor(self.xx).astype(int)
         if e.pattern == "striped":
@@ -94,6 +103,9 @@ class _Canvas:
         base = cx + direction * (max(_half_width_at_centre(e.shape, size), 0.43 * size) + 1.0)  # 1 px apart
         u = (self.xx - base) * direction  # distance outwards from the base
         self.paint((u >= 0) & (u <= depth) & (np.abs(self.yy - cy) <= 2.8 * (1 - u / depth)), INK_RGB)
+
+    def disc(self, cx: float, cy: float, radius: float) -> np.ndarray:
+        return (self.xx - cx) ** 2 + (self.yy - cy) ** 2 <= radius**2
 
     def image(self) -> np.ndarray:
         s = self.rgb.shape[0] // SUPERSAMPLE
@@ -141,6 +153,34 @@ def render(scene: Scene, seed: int = 0, size: int = SIZE) -> np.ndarray:
         c.paint((np.abs(c.xx - sx) <= 0.8) & (c.yy >= top) & (c.yy <= bottom), INK_RGB)
         c.entity(b, bx, by, bs)
         c.entity(a, ax, ay, as_)
+    elif name == "shakes_hands_with":
+        ax, bx, y = 7.5 + j(0.7), 24.5 + j(0.7), 16 + j()
+        hy = y + 2 + j(0.3)  # the hands meet a little below the middle, where arms reach out
+        c.paint((np.abs(c.yy - hy) <= 0.7) & (c.xx >= ax) & (c.xx <= bx), INK_RGB)
+        c.paint(c.disc((ax + bx) / 2 + j(0.4), hy, 1.7), INK_RGB)  # the clasp
+        c.entity(a, ax, y + j(0.4), 9 + j(0.5))
+        c.entity(b, bx, y + j(0.4), 9 + j(0.5))
+    elif name == "hugs":
+        sa, sb, jx, y = 10 + j(0.5), 10 + j(0.5), 16 + j(0.7), 16 + j(0.7)
+        # Arms: a dark ring round the point where they touch, seen only where the bodies do not hide it.
+        ring = np.hypot(c.xx - jx, c.yy - y)
+        c.paint(np.abs(ring - 6.6) <= 0.65, INK_RGB)
+        c.entity(a, jx - _half_width(a.shape, sa) + 0.3, y + j(0.4), sa)
+        c.entity(b, jx + _half_width(b.shape, sb) - 0.3, y + j(0.4), sb)
+    elif name == "wrapped_in":
+        s, cx, cy = 22 + j(0.7), 16 + j(0.7), 16 + j(0.7)
+        mask = c.entity(a, cx, cy, s)
+        rx, ry = cx + j(0.5), cy + (2.5 if a.shape == "triangle" else 0) + j(0.5)  # the triangle's mass is low
+        c.fill(mask & ((np.abs(c.xx - rx) <= 2.5) | (np.abs(c.yy - ry) <= 2.5)), b)  # B's ribbon crosses A
+    elif name == "rides":
+        bs, as_ = 12 + j(0.5), 8 + j(0.5)
+        bx, by = 16 + j(0.7), 18.5 + j(0.7)
+        bottom = by + _half_height(b.shape, bs)
+        c.paint((np.abs(c.xx - bx) <= 0.45 * bs + 0.5) & (c.yy >= bottom + 0.2) & (c.yy <= bottom + 1.4), INK_RGB)
+        for side in (-1, 1):  # the cart's wheels
+            c.paint(c.disc(bx + side * 0.3 * bs, bottom + 2.9, 1.7), INK_RGB)
+        c.entity(b, bx, by, bs)
+        c.entity(a, bx + j(0.7), by - _half_height(b.shape, bs) - _half_height(a.shape, as_) + 0.4, as_)
     else:  # pragma: no cover - every relation above has a layout
         raise ValueError(f"no layout for {name!r}")
     return c.image()

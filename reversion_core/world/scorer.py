@@ -20,6 +20,7 @@ _NAMES = ["background", "mark", "ink"] + list(COLOURS) + [f"dark {c}" for c in C
 _HUES = np.array([colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0] * 360 for rgb in COLOURS.values()])
 _VALUES = np.array([max(rgb) for rgb in COLOURS.values()], np.float32)
 MIN_ENTITY_PIXELS = 10
+_SHAPELESS_B = ("made_of", "wrapped_in")  # B is a material or a ribbon there: only its colour is drawn
 
 
 @dataclass
@@ -175,6 +176,99 @@ def _ink(dark, y0, y1, x0, x1) -> float:
     return float(dark[y0 : y1 + 1, x0 : x1 + 1].sum())
 
 
+def _crosses(mask: np.ndarray, other: np.ndarray, silhouette: np.ndarray, full: float = 0.85) -> bool:
+    """Does the colour run as a band right across the silhouette, 3+ rows deep and 3+ columns wide, with the
+    other colour on both sides of each band (a ribbon round A, not a surface A is painted on)?"""
+    def band(m, o, sil):
+        width = sil.sum(1)
+        across = ((m & sil).sum(1) >= full * np.maximum(width, 1)) & (width >= 4)
+        labels, n = ndimage.label(across)
+        for k in range(1, n + 1):
+            rows = np.nonzero(labels == k)[0]
+            if len(rows) >= 3 and o[: rows[0]].sum() >= 3 and o[rows[-1] + 1 :].sum() >= 3:
+                return True
+        return False
+    return band(mask, other, silhouette) and band(mask.T, other.T, silhouette.T)
+
+
+def _enclosed(outer: np.ndarray, inner: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Does ``outer`` enclose ``inner``, even through gaps of up to two pixels in its outline?
+
+    The outline is thickened by a pixel before the outside is flooded in from the image's border, so a few blended
+    pixels cannot open a container. Returns the verdict and the region the (thickened) outline encloses."""
+    for wall in (outer, ndimage.binary_dilation(outer, np.ones((3, 3), bool))):
+        room = ndimage.binary_fill_holes(wall)
+        core = inner & ~wall  # a 2-pixel material stripe vanishes under the thickened wall: not a content
+        if core.sum() >= 0.4 * inner.sum() and core.sum() >= 4:
+            if (core & room).sum() >= 0.95 * core.sum() and room.sum() > 2 * inner.sum():
+                return True, room
+    return False, room
+
+
+def _pale(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Background-like pixels: background, its marks, or anything light and grey (a blurred edge of either)."""
+    return (idx == 0) | (idx == 1) | ((arr.mean(-1) > 200) & (arr.max(-1) - arr.min(-1) < 40))
+
+
+def _gap_along(pale: np.ndarray, lines: range, start: int, stop: int, vertical: bool) -> int:
+    """The fewest background-like pixels between two entities over a few rows (or columns): 0 when they touch."""
+    best = None
+    for k in lines:
+        if not 0 <= k < pale.shape[1 if vertical else 0]:
+            continue
+        seg = pale[max(start, 0) : max(stop, 0), k] if vertical else pale[k, max(start, 0) : max(stop, 0)]
+        best = int(seg.sum()) if best is None else min(best, int(seg.sum()))
+    return 99 if best is None else best
+
+
+def _palette_mixture(colours: np.ndarray) -> tuple[str, str] | None:
+    """Which two palette colours, A then B, a set of stripe-phase mean colours are mixtures of.
+
+    Each phase mean lies on the line from A to B (blur mixes them), B's share over the whole being about 2/5."""
+    names, rgb = list(COLOURS), np.array(list(COLOURS.values()), np.float32)
+    mean = colours.mean(0)
+    best, best_cost = None, np.inf
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if i == j:
+                continue
+            d = rgb[j] - rgb[i]
+            t = (colours - rgb[i]) @ d / (d @ d)
+            off = np.linalg.norm(colours - (rgb[i] + t[:, None] * d), axis=1).mean()
+            share = float(((mean - rgb[i]) @ d) / (d @ d))
+            cost = off + abs(share - 0.4) * np.linalg.norm(d)
+            if cost < best_cost:
+                best, best_cost = (names[i], names[j]), cost
+    return best
+
+
+STRIPE_PERIOD = 5  # the renderer's made_of material: 2 of every 5 diagonals
+
+
+def _material_stripes(arr: np.ndarray, pale: np.ndarray) -> tuple[np.ndarray, tuple[str, str]] | None:
+    """A large silhouette whose colour repeats every 5 pixels along one diagonal and not along the other: A made
+    of B's material, however much blur has blended the stripes. Returns the silhouette and the colours (A, B)."""
+    labels, n = ndimage.label(ndimage.binary_opening(~pale, np.ones((2, 2), bool)))
+    if n == 0:
+        return None
+    sizes = ndimage.sum(np.ones_like(labels), labels, range(1, n + 1))
+    body = ndimage.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    inner = ndimage.binary_erosion(body, iterations=2)
+    if inner.sum() < 120:
+        return None
+    yy, xx = np.nonzero(inner)
+    pix = arr[yy, xx]
+
+    def phases(key):
+        return np.array([pix[key == k].mean(0) if (key == k).sum() >= 8 else pix.mean(0) for k in range(STRIPE_PERIOD)])
+
+    along, across = phases((xx - yy) % STRIPE_PERIOD), phases((xx + yy) % STRIPE_PERIOD)
+    spread = lambda c: float(np.linalg.norm(c - c.mean(0), axis=1).max())  # noqa: E731
+    if spread(along) < 10 or spread(along) < 2.8 * spread(across):
+        return None
+    return body, _palette_mixture(along)
+
+
 def read_scene(image) -> Reading:
     """Read entities, relation and background from a world image (PIL or uint8/float array)."""
     try:
@@ -193,9 +287,19 @@ def _read(image) -> Reading:
         return reading
     arr = _as_array(image).astype(np.float32)
     chroma = arr.max(-1) - arr.min(-1)
-    masks, cover, bright = {}, {}, {}
+    pale = _pale(arr, idx)
+    material = _material_stripes(arr, pale)
+    if material is not None:  # read from the stripes' pattern, not their colours, which blur blends
+        body, (a, b) = material
+        box, pixels = _bbox(body), int(body.sum())
+        a_found = FoundEntity(a, classify_shape(body.astype(np.float32)), None, box, pixels)
+        reading.entities = [a_found, FoundEntity(b, None, None, box, pixels)]
+        reading.relation, reading.entity_a, reading.entity_b = "made_of", a_found, reading.entities[1]
+        return reading
+    masks, cover, bright, tint = {}, {}, {}, {}
     for i, (c, rgb) in enumerate(COLOURS.items()):
         is_bright, is_dark = idx == 3 + i, idx == 3 + len(COLOURS) + i
+        tint[c] = is_bright | is_dark  # every pixel of this hue, however washed out: a blurred outline's too
         cov = np.where(is_bright, np.minimum(1.0, chroma / (max(rgb) - min(rgb))), 0.0) + is_dark
         m = cov >= 0.5
         if m.sum() >= MIN_ENTITY_PIXELS and (is_bright & m).sum() >= MIN_ENTITY_PIXELS // 2:
@@ -216,10 +320,11 @@ def _read(image) -> Reading:
     mx, my = masks[x], masks[y]
     # Containment: one colour lies within the other's filled silhouette.
     for outer, inner in ((x, y), (y, x)):
-        filled = ndimage.binary_fill_holes(masks[outer])
-        if (masks[inner] & filled).sum() >= 0.8 * masks[inner].sum() and filled.sum() > 2 * masks[inner].sum():
-            density = masks[outer].sum() / max(1, filled.sum() - masks[inner].sum())
-            reading.relation = "painted_on" if density > 0.7 else "inside"
+        enclosed, room = _enclosed(masks[outer] | tint[outer], masks[inner])
+        if enclosed:
+            # A hollow container leaves background between its wall and its content; a painted surface does not.
+            hollow = ndimage.binary_erosion(room, iterations=3) & ~ndimage.binary_dilation(masks[inner], iterations=1)
+            reading.relation = "inside" if (pale & hollow).sum() > 0.25 * max(1, hollow.sum()) else "painted_on"
             reading.entity_a, reading.entity_b = found[inner], found[outer]
             return reading
     union = ndimage.binary_fill_holes(ndimage.binary_closing(mx | my, iterations=1) | mx | my)
@@ -227,9 +332,15 @@ def _read(image) -> Reading:
     iy = max(0, min(bx[2], by[2]) - max(bx[0], by[0]) + 1)
     ix = max(0, min(bx[3], by[3]) - max(bx[1], by[1]) + 1)
     small = min((bx[2] - bx[0] + 1) * (bx[3] - bx[1] + 1), (by[2] - by[0] + 1) * (by[3] - by[1] + 1))
-    if iy * ix > 0.6 * small:  # interleaved colours in one silhouette: A made of B's material
-        a, b = (x, y) if mx.sum() >= my.sum() else (y, x)
-        reading.relation = "made_of"
+    if iy * ix > 0.6 * small:  # two colours in one silhouette: B's ribbon round A, or A made of B's material
+        ribbon = [c for c, o in ((x, y), (y, x)) if _crosses(masks[c], masks[o], union)]
+        if len(ribbon) == 1:
+            b = ribbon[0]
+            a = y if b == x else x
+            reading.relation = "wrapped_in"
+        else:
+            a, b = (x, y) if mx.sum() >= my.sum() else (y, x)
+            reading.relation = "made_of"
         reading.entity_a = FoundEntity(a, classify_shape(np.maximum(union, cover[a] + cover[b])), None, _bbox(union), found[a].pixels)
         reading.entity_b = FoundEntity(b, None, None, found[b].bbox, found[b].pixels)
         return reading
@@ -241,27 +352,53 @@ def _read(image) -> Reading:
         gap = u[0] - t[2] - 1
         mid = int(round((cx[top] + cx[bottom]) / 2))
         string = _ink(dark, t[2] + 2, u[0] - 2, mid - 2, mid + 2) if gap > 3 else 0.0
+        # Touching: no background between them straight below A (blur moves edges, never opens a gap).
+        ax = int(round(cx[top]))
+        touching = _gap_along(pale, range(ax - 1, ax + 2), int(cy[top]), int(cy[bottom]) + 1, vertical=True) <= 1
         if gap >= 3 and string >= 0.6 * (gap - 2):  # a dark line runs through the gap
             reading.relation, reading.entity_a, reading.entity_b = "hanging_from", found[bottom], found[top]
-        elif gap <= 1:
-            reading.relation, reading.entity_a, reading.entity_b = "on_top_of", found[top], found[bottom]
+        elif touching:
+            cart = _ink(dark, u[2] + 1, u[2] + 4, int(cx[bottom]) - 5, int(cx[bottom]) + 6)  # wheels under B
+            reading.relation = "rides" if cart >= 4.0 else "on_top_of"
+            reading.entity_a, reading.entity_b = found[top], found[bottom]
         else:
             reading.relation, reading.entity_a, reading.entity_b = "above", found[top], found[bottom]
         return reading
     left, right = (x, y) if cx[x] < cx[y] else (y, x)
     l, r = found[left].bbox, found[right].bbox
 
+    # Noses and arms are grey however blurred (an entity's dark pattern is not); a patterned background is neither.
+    grey_ink = np.where((chroma < 60) & (idx != _NAMES.index("mark")), np.clip((215.0 - arr.mean(-1)) / 175.0, 0, 1), 0.0)
+
     def facing(bb, outward_left: bool) -> int:  # +1 points out, -1 points in, 0 no nose
         mid = (bb[0] + bb[2]) // 2
-        lo = _ink(dark, mid - 3, mid + 3, bb[1] - 3, bb[1] - 1)
-        hi = _ink(dark, mid - 3, mid + 3, bb[3] + 1, bb[3] + 3)
+        lo = _ink(grey_ink, mid - 3, mid + 3, bb[1] - 4, bb[1] - 1)  # blur can pull a pointed edge in by a pixel
+        hi = _ink(grey_ink, mid - 3, mid + 3, bb[3] + 1, bb[3] + 4)
         out, inn = (lo, hi) if outward_left else (hi, lo)
         if max(out, inn) < 1.5 or max(out, inn) < 1.5 * min(out, inn):
             return 0
         return 1 if out > inn else -1
 
-    fl, fr = facing(l, True), facing(r, False)
     reading.entity_a, reading.entity_b = found[left], found[right]
+    gap = r[1] - l[3] - 1
+    mid = int(round((cy[left] + cy[right]) / 2))
+    if gap >= 4:  # a dark arm bridging the gap, thickest at the clasp in the middle: shaking hands
+        # (noses facing each other may touch too, but their ink is thickest at the bodies, thinnest between)
+        arm = [_ink(dark, mid - 5, mid + 6, col, col) for col in range(l[3] + 2, r[1] - 1)]
+        centre, half = (len(arm) - 1) / 2, max(1.0, 0.2 * len(arm))
+        clasp = max(v for i, v in enumerate(arm) if abs(i - centre) <= half)
+        if min(arm) >= 0.5 and clasp > max(arm[0], arm[-1]) + 0.5:
+            reading.relation = "shakes_hands_with"
+            return reading
+    rows = range(max(l[0], r[0]), min(l[2], r[2]) + 1)
+    if _gap_along(pale, rows, int(cx[left]), int(cx[right]) + 1, vertical=False) <= 3:
+        # touching, with dark arms round them above and below where they meet
+        jx = (l[3] + r[1]) // 2
+        top, bot = min(l[0], r[0]), max(l[2], r[2])
+        if _ink(grey_ink, top - 5, mid - 2, jx - 3, jx + 3) >= 1.5 and _ink(grey_ink, mid + 2, bot + 5, jx - 3, jx + 3) >= 1.5:
+            reading.relation = "hugs"
+            return reading
+    fl, fr = facing(l, True), facing(r, False)
     if fl == fr == 1:
         reading.relation = "back_to_back"
     elif fl == fr == -1:
@@ -290,7 +427,7 @@ def score(image, relation: str, entity_a: Entity, entity_b: Entity) -> Score:
         fa, fb = ents.get(entity_a.colour), ents.get(entity_b.colour)
         entities_ok = bool(fa and fb and fa.shape == entity_a.shape and fb.shape == entity_b.shape)
         return Score(False, entities_ok, reading)
-    check_b_shape = rel.name != "made_of" and reading.relation != "made_of"
+    check_b_shape = rel.name not in _SHAPELESS_B and reading.relation not in _SHAPELESS_B
 
     def ok(ga, gb):
         return ga.matches(entity_a) and gb.matches(entity_b, check_shape=check_b_shape)
