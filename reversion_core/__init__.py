@@ -44,6 +44,9 @@ _EXPORTS = {
     "RelationGenerator": "generation",
     "GenerationResult": "generation",
     "build_prompt": "generation",
+    "ReportCard": "report_card",
+    "score_relation": "report_card",
+    "save_report_card": "report_card",
     "describe_relation": "inspect",
     "nearest_words": "inspect",
 }

@@ -1,4 +1,4 @@
-"""``python -m reversion_core {train,generate,inspect} ...``: the engine from a shell.
+"""``python -m reversion_core {train,generate,inspect,world,evaluate,score} ...``: the engine from a shell.
 
 Subcommands come from the table ``COMMANDS``: each entry names a module (or ``module:object``) that provides
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding a subcommand is one line there. Heavy
@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "reversion_core.cli:INSPECT",
     "world": "reversion_core.world.cli",
     "evaluate": "reversion_core.evaluation_cli",
+    "score": "reversion_core.report_card_cli",
 }
 
 

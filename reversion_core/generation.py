@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from PIL import Image
@@ -165,16 +165,41 @@ class RelationGenerator:
         relations = [] if relation is None else list(relation) if isinstance(relation, (list, tuple)) else [relation]
         tokens = [self.install(r) for r in relations]
         text = build_prompt(tokens[0] if tokens else None, prompt, entity_a, entity_b, suffix)
+        images = self.generate_prompts([text] * len(seeds), seeds, negative_prompt, steps, guidance_scale, height, width, progress)
+        return GenerationResult(images, text, seeds)
+
+    def generate_prompts(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        negative_prompt: str | None = None,
+        steps: int = DEFAULT_INFERENCE_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        height: int | None = None,
+        width: int | None = None,
+        progress: bool = False,
+        on_image: Callable[[int], None] | None = None,
+    ) -> list[Image.Image]:
+        """One image per finished prompt (tokens already installed), image i from seed ``seeds[i]``, denoised in
+        small batches; ``on_image(n)`` is called after each batch with the number of images it made."""
+        check_generation(steps, guidance_scale, height, width)
+        seeds = [check_seed(s, "Seed") for s in seeds]
+        if len(prompts) != len(seeds):
+            raise ReVersionError(f"Give one seed per prompt; got {len(prompts)} prompts and {len(seeds)} seeds.")
+        if not seeds:
+            raise ReVersionError("Ask for at least one image.")
         pipe = self.pipeline
         pipe.set_progress_bar_config(disable=not progress)
         images: list[Image.Image] = []
         for start in range(0, len(seeds), _MAX_BATCH):
-            chunk = seeds[start : start + _MAX_BATCH]
-            generators = [torch.Generator().manual_seed(s) for s in chunk]  # CPU generators: same images on any device
+            chunk = list(seeds[start : start + _MAX_BATCH])
+            generators = [torch.Generator().manual_seed(int(s)) for s in chunk]  # CPU generators: same images on any device
             images += pipe(
-                [text] * len(chunk),
+                list(prompts[start : start + _MAX_BATCH]),
                 negative_prompt=[negative_prompt] * len(chunk) if negative_prompt else None,
                 num_inference_steps=int(steps), guidance_scale=float(guidance_scale),
                 generator=generators, height=height, width=width,
             ).images
-        return GenerationResult(images, text, seeds)
+            if on_image is not None:
+                on_image(len(chunk))
+        return images

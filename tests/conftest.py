@@ -91,3 +91,33 @@ def write_exemplar_folder(folder: Path, captions: dict[str, list[str]] | None = 
 @pytest.fixture
 def exemplar_dir(tmp_path) -> Path:
     return write_exemplar_folder(tmp_path / "exemplars")
+
+
+def build_tiny_clip(folder: Path) -> Path:
+    """A random CLIPModel (32 px images, 16-dim projection) with its processor, saved like a hub checkpoint."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    from reversion_core.tokenizer_files import write_clip_tokenizer
+
+    write_clip_tokenizer(folder / "tok", ["red", "green", "blue", "circle", "square", "cat", "box", "dog", ","])
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tok")
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    processor = CLIPProcessor(image_processor=ImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    model.save_pretrained(folder / "clip")
+    processor.save_pretrained(folder / "clip")
+    return folder / "clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory):
+    return build_tiny_clip(tmp_path_factory.mktemp("clip"))

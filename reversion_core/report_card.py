@@ -1,0 +1,363 @@
+"""The report card: does a learned relation work on entities it never saw?
+
+After a training, a person wants one answer: write ``E_A <R> E_B`` with new entities, is the relation there? The card
+generates one image per entity pair the exemplars do not use and reads every image:
+
+- on a base model of the embedded world (32 px images, world words in its vocabulary), with the world's scorer:
+  relation accuracy, entity accuracy and leakage of the exemplar set's shared nuisance, beside chance level and the
+  same figures for the relation's own phrase written in place of ``<R>`` (a reference, same pairs and seeds);
+- on any other base model (Stable Diffusion), with CLIP: the entity score, and the relation score of a linear probe
+  (:mod:`reversion_core.clip_metrics`) when one is given; where the CLIP weights are missing, a sentence says so.
+
+The figures are saved into the relation's ``card.json`` (``report_card``), written whole and renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import ReVersionError
+from .relation_file import CARD_FILE, RelationPrompt
+from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_PLACEHOLDER
+
+# 16 pairs at 25 DDIM steps, plus the phrase reference, take about 30 s on a 2-core CPU with the embedded model
+# (docs/performance.md): small enough to wait for, large enough that one image moves a figure by ~6 points.
+DEFAULT_PAIRS = 16
+DEFAULT_STEPS = 25
+MAX_PAIRS = 200
+WORLD_METRICS = ("relation_accuracy", "entity_accuracy", "appearance_leakage")
+CLIP_METRICS = ("entity_score", "relation_score")
+# Frames of the grid: relation and entities right, relation right but an entity wrong, relation wrong, not read.
+MARK_COLOURS = {"right": (40, 170, 60), "entities wrong": (240, 160, 20), "wrong": (220, 40, 40), "not read": (160, 160, 160)}
+METRIC_NAMES = {
+    "relation_accuracy": "relation right",
+    "entity_accuracy": "both entities right",
+    "appearance_leakage": "nuisance leaked (lower is better)",
+    "entity_score": "CLIP entity score",
+    "relation_score": "relation probe agrees",
+}
+
+
+@dataclass
+class ScoredImage:
+    """One generated image and what the scorer read from it (``None``: not measured)."""
+
+    image: Image.Image
+    prompt: str
+    seed: int
+    relation_ok: bool | None = None
+    entities_ok: bool | None = None
+    leaked: bool | None = None
+    entity_score: float | None = None
+
+    @property
+    def mark(self) -> str:
+        """What the grid shows: ``right`` (relation and entities), ``entities wrong``, ``wrong`` or ``not read``."""
+        if self.relation_ok is None:
+            return "not read"
+        if not self.relation_ok:
+            return "wrong"
+        return "entities wrong" if self.entities_ok is False else "right"
+
+
+@dataclass
+class ReportCard:
+    """Figures for a relation on held-out entity pairs, with the images they were read from."""
+
+    relation: str
+    kind: str  # "world" or "clip"
+    base_model: str
+    world_relation: str | None
+    pairs: list[tuple[str, str]]
+    metrics: dict[str, float | None]
+    reference: dict[str, float | None] = field(default_factory=dict)  # the relation's own phrase, same pairs/seeds
+    reference_prompt: str | None = None
+    chance: dict[str, float] = field(default_factory=dict)
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    seed: int = 0
+    seconds: float = 0.0
+    note: str = ""
+    created_at: str = ""
+    images: list[ScoredImage] = field(default_factory=list)
+    reference_images: list[ScoredImage] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What goes into ``card.json``: the figures and how they were made, no images."""
+        return {
+            "kind": self.kind, "base_model": self.base_model, "world_relation": self.world_relation,
+            "pairs": [list(p) for p in self.pairs], "metrics": self.metrics, "reference": self.reference,
+            "reference_prompt": self.reference_prompt, "chance": self.chance, "steps": self.steps,
+            "guidance_scale": self.guidance_scale, "seed": self.seed, "seconds": round(self.seconds, 1),
+            "note": self.note, "created_at": self.created_at,
+        }
+
+    def table(self) -> list[list[str]]:
+        """Rows of ``[figure, this relation, the relation's phrase, chance]`` for a small table."""
+        return summary_table(self.summary())
+
+    def grid(self, columns: int = 8, cell: int = 96) -> Image.Image:
+        """The scored images, whole and pixelated, each framed by its :attr:`ScoredImage.mark` (see ``MARK_COLOURS``)."""
+        return marked_grid(self.images, columns, cell)
+
+
+def summary_table(summary: dict[str, Any]) -> list[list[str]]:
+    """Table rows from a saved card (``card.json``'s ``report_card``) or :meth:`ReportCard.summary`."""
+    rows = []
+    reference, chance = summary.get("reference") or {}, summary.get("chance") or {}
+    for key, value in (summary.get("metrics") or {}).items():
+        rows.append([METRIC_NAMES.get(key, key), _fmt(value), _fmt(reference.get(key)), _fmt(chance.get(key))])
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def marked_grid(images: Sequence[ScoredImage], columns: int = 8, cell: int = 96) -> Image.Image:
+    """Images scaled up without smoothing, in a grid, each with a frame that says right or wrong."""
+    columns = max(1, min(columns, len(images) or 1))
+    rows = max(1, -(-len(images) // columns))
+    pad = max(3, cell // 24)
+    sheet = Image.new("RGB", (columns * (cell + 2 * pad), rows * (cell + 2 * pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, item in enumerate(images):
+        x, y = (i % columns) * (cell + 2 * pad), (i // columns) * (cell + 2 * pad)
+        colour = MARK_COLOURS[item.mark]
+        draw.rectangle([x, y, x + cell + 2 * pad - 1, y + cell + 2 * pad - 1], fill=colour)
+        sheet.paste(item.image.convert("RGB").resize((cell, cell), Image.NEAREST), (x + pad, y + pad))
+    return sheet
+
+
+# ----------------------------------------------------------------------------------------------- which scorer
+def world_relation_of(relation: RelationPrompt) -> str | None:
+    """The world relation a relation was learned from: its card's exemplar-set relation, or its own name."""
+    from .world import get_relation
+
+    info = relation.card.get("relation")
+    candidates = [info.get("name") if isinstance(info, dict) else None, relation.name]
+    for name in candidates:
+        if isinstance(name, str):
+            try:
+                return get_relation(name).name
+            except ValueError:
+                continue
+    return None
+
+
+def is_world_model(pipe) -> bool:
+    """Does the pipeline draw the embedded world: 32 px images and every shape and colour word one token?"""
+    from .world import COLOURS, SHAPES, SIZE
+
+    size = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+    vocab = pipe.tokenizer.get_vocab()
+    return size == SIZE and all(f"{w}</w>" in vocab for w in (*SHAPES, *COLOURS))
+
+
+def exemplar_pairs(relation: RelationPrompt) -> set[tuple[str, str]]:
+    """The (entity A, entity B) pairs the exemplars show, as plain ``"colour shape"`` texts."""
+    from .world import parse_entity
+
+    texts: list[tuple[str, str]] = []
+    info = relation.card.get("relation")
+    if isinstance(info, dict):
+        texts += [(s.get("entity_a", ""), s.get("entity_b", "")) for s in info.get("scenes", []) if isinstance(s, dict)]
+    captions = relation.card.get("exemplar_captions")
+    if isinstance(captions, dict):
+        for lines in captions.values():
+            for line in lines if isinstance(lines, list) else []:
+                left, sep, right = str(line).partition(DEFAULT_PLACEHOLDER)
+                if sep:
+                    texts.append((left, right.split(",")[0]))
+    pairs = set()
+    for a, b in texts:
+        try:
+            pairs.add((parse_entity(a).plain().text, parse_entity(b).plain().text))
+        except ValueError:
+            continue  # a level-1 caption ("circle <R> square") names no colour
+    return pairs
+
+
+def held_out_pairs(relation: RelationPrompt, n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` random pairs of plain entities with distinct colours that the exemplars do not show (same shapes allowed)."""
+    from .world.dataset import entity_pairs
+
+    seen = exemplar_pairs(relation)
+    pool = [(a.text, b.text) for a, b in entity_pairs() if (a.text, b.text) not in seen]
+    order = np.random.default_rng(seed).permutation(len(pool))[:n]
+    return [pool[i] for i in order]
+
+
+# ----------------------------------------------------------------------------------------------- the card
+def score_relation(
+    relation: RelationPrompt | str | os.PathLike,
+    generator,
+    pairs: int | Sequence[tuple[str, str]] = DEFAULT_PAIRS,
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    scorer: str = "auto",
+    reference: bool = True,
+    clip_model: str | os.PathLike | None = None,
+    relation_probe: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReportCard:
+    """Generate on held-out entity pairs with ``generator`` (a :class:`~reversion_core.generation.RelationGenerator`)
+    and read the images. ``scorer``: ``"world"``, ``"clip"`` or ``"auto"`` (world on a world base model)."""
+    from .relation_file import load_relation
+
+    start = time.perf_counter()
+    if not isinstance(relation, RelationPrompt):
+        relation = load_relation(relation, generator.relations_dir)
+    if scorer not in ("auto", "world", "clip"):
+        raise ReVersionError(f"Scorer {scorer!r} is unknown; use world, clip or auto.")
+    world_name = world_relation_of(relation)
+    if scorer == "auto":
+        scorer = "world" if world_name and is_world_model(generator.pipeline) else "clip"
+    if scorer == "world" and world_name is None:
+        raise ReVersionError(
+            f"Relation {relation.name!r} does not say which world relation it shows (its card names none), so the world "
+            "scorer cannot judge it; train it from a benchmark set or score it with CLIP."
+        )
+    if isinstance(pairs, int):
+        if not 1 <= pairs <= MAX_PAIRS:
+            raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
+        pairs = held_out_pairs(relation, pairs, seed)
+    pairs = [(str(a), str(b)) for a, b in pairs]
+    if not pairs:
+        raise ReVersionError("Give at least one entity pair to score on.")
+    if not 1 <= int(steps) <= 1000:
+        raise ReVersionError(f"The number of denoising steps must be between 1 and 1000, not {steps}.")
+
+    phrase = None
+    if reference and world_name is not None:
+        from .world import RELATIONS
+
+        phrase = RELATIONS[world_name].phrase
+    total = len(pairs) * (2 if phrase else 1)
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
+    seeds = [int(seed) + i for i in range(len(pairs))]
+    token = generator.install(relation)
+    images = _generate(generator, [f"{a} {token} {b}" for a, b in pairs], seeds, steps, guidance_scale, tick)
+    ref_images = _generate(generator, [f"{a} {phrase} {b}" for a, b in pairs], seeds, steps, guidance_scale, tick) if phrase else []
+
+    card = ReportCard(
+        relation=relation.name, kind=scorer, base_model=generator.base_model_id, world_relation=world_name,
+        pairs=pairs, metrics={}, reference_prompt=f"E_A {phrase} E_B" if phrase else None, steps=int(steps),
+        guidance_scale=float(guidance_scale), seed=int(seed),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    if scorer == "world":
+        from .world import RELATION_NAMES
+
+        info = relation.card.get("relation")
+        nuisance = info.get("nuisance") if isinstance(info, dict) else None
+        card.images = _read_world(images, pairs, seeds, world_name, nuisance, token)
+        card.reference_images = _read_world(ref_images, pairs, seeds, world_name, nuisance, phrase)
+        card.metrics = _world_figures(card.images, nuisance)
+        card.reference = _world_figures(card.reference_images, nuisance) if ref_images else {}
+        card.chance = {"relation_accuracy": 1.0 / len(RELATION_NAMES)}
+        if not nuisance:
+            card.note = "The exemplars share no recorded nuisance appearance, so leakage is not measured."
+    else:
+        card.images = [ScoredImage(im, f"{a} {token} {b}", s) for im, (a, b), s in zip(images, pairs, seeds)]
+        card.reference_images = [ScoredImage(im, f"{a} {phrase} {b}", s) for im, (a, b), s in zip(ref_images, pairs, seeds)]
+        card.metrics, card.reference, card.note = _clip_figures(card, world_name, clip_model, relation_probe)
+    card.seconds = time.perf_counter() - start
+    return card
+
+
+def _generate(generator, prompts: list[str], seeds: list[int], steps: int, guidance: float, tick) -> list[Image.Image]:
+    return generator.generate_prompts(prompts, seeds, steps=steps, guidance_scale=guidance, on_image=tick)
+
+
+def _read_world(images, pairs, seeds, world_name, nuisance, relation_text) -> list[ScoredImage]:
+    from .world import parse_entity, score, shows_appearance
+
+    out = []
+    for image, (a, b), s in zip(images, pairs, seeds):
+        result = score(image, world_name, parse_entity(a), parse_entity(b))
+        leaked = bool(shows_appearance(image, nuisance)) if nuisance else None
+        out.append(ScoredImage(image, f"{a} {relation_text} {b}", s, bool(result.relation_ok), bool(result.entities_ok), leaked))
+    return out
+
+
+def _world_figures(items: Sequence[ScoredImage], nuisance) -> dict[str, float | None]:
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    return {
+        "relation_accuracy": mean(i.relation_ok for i in items),
+        "entity_accuracy": mean(i.entities_ok for i in items),
+        "appearance_leakage": mean(i.leaked for i in items) if nuisance else None,
+    }
+
+
+def _clip_figures(card: ReportCard, world_name, clip_model, relation_probe):
+    from .clip_metrics import DEFAULT_CLIP_MODEL, ClipFeatures, ClipProbeClassifier, LinearProbe
+
+    try:
+        clip = ClipFeatures(clip_model or DEFAULT_CLIP_MODEL)
+    except ReVersionError as exc:
+        return {k: None for k in CLIP_METRICS}, {}, f"No CLIP score: {exc}"
+    figures = {}
+    for items, key in ((card.images, "metrics"), (card.reference_images, "reference")):
+        scores = clip.entity_scores([i.image for i in items], card.pairs[: len(items)]) if items else []
+        for item, value in zip(items, scores):
+            item.entity_score = float(value)
+        figures[key] = {"entity_score": float(np.mean(scores)) if scores else None, "relation_score": None}
+    note = "No relation score: pass a relation probe (a LinearProbe .safetensors) to measure it."
+    if relation_probe is not None:
+        probe = ClipProbeClassifier(clip, LinearProbe.load(relation_probe))
+        label = world_name or card.relation
+        if label not in probe.probe.labels:
+            note = f"The relation probe knows {', '.join(probe.probe.labels)}, not {label!r}; no relation score."
+        else:
+            note = ""
+            for items, key in ((card.images, "metrics"), (card.reference_images, "reference")):
+                if items:
+                    predicted = probe.predict([i.image for i in items])
+                    for item, p in zip(items, predicted):
+                        item.relation_ok = p == label
+                    figures[key]["relation_score"] = float(np.mean([p == label for p in predicted]))
+            card.chance = {"relation_score": 1.0 / len(probe.probe.labels)}
+    if not card.reference_images:
+        figures["reference"] = {}
+    return figures["metrics"], figures["reference"], note
+
+
+def save_report_card(relation: RelationPrompt, card: ReportCard) -> Path:
+    """Put ``card.summary()`` into the relation's ``card.json`` (written whole, then renamed into place)."""
+    if relation.path is None or not (Path(relation.path) / CARD_FILE).is_file():
+        raise ReVersionError(f"Relation {relation.name!r} has no folder with a card to save the report card into.")
+    path = Path(relation.path) / CARD_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ReVersionError(f"{path} is not a relation card; the report card was not saved.")
+    data["report_card"] = card.summary()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{CARD_FILE}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    relation.card = data
+    return path
