@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -74,11 +75,28 @@ class Limits:
     idle_hours: float = 24.0  # a workspace unused this long is removed by cleanup_idle
 
 
-def visitor_folder(key: str) -> str:
-    """The folder name of a visitor key: a hash, so no key can reach outside the workspaces folder or reveal itself."""
+def visitor_folder(key: str, secret: str = "") -> str:
+    """The folder name of a visitor key: a keyed hash, so no key reaches outside the workspaces folder, and nobody can
+    work out another visitor's folder from their user name."""
     if not key or not str(key).strip():
         raise ReVersionError("This visitor has no session key; reload the page.")
-    return "v-" + hashlib.sha256(str(key).encode()).hexdigest()[:20]
+    return "v-" + hashlib.sha256(f"{secret}\0{key}".encode()).hexdigest()[:24]
+
+
+def _secret(root: Path) -> str:
+    """The workspaces' hashing secret: made once, kept beside them (so the same key finds its folder after a restart)."""
+    path = root / ".secret"
+    if not path.is_file():
+        tmp = root / f".secret.{os.getpid()}"
+        tmp.write_text(secrets.token_hex(32), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # never replaces a secret another process made first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_text(encoding="utf-8").strip()
 
 
 def folder_size(path: Path) -> int:
@@ -107,12 +125,13 @@ class Workspaces:
             self.root = Path(tempfile.mkdtemp(prefix="reversion-workspaces-"))
             self.persistent = False
         self.limits = limits
+        self._secret = _secret(self.root)
         self._training: set[str] = set()
         self._lock = threading.Lock()  # guards _training and the check-then-write of quotas
 
     def for_visitor(self, key: str) -> "Workspace":
         """The workspace of ``key`` (a browser key or a user name); the same key finds the same folder after a restart."""
-        workspace = Workspace(self, key, self.root / visitor_folder(key))
+        workspace = Workspace(self, key, self.root / visitor_folder(key, self._secret))
         workspace.touch()
         return workspace
 
@@ -151,7 +170,7 @@ class Workspaces:
     @contextmanager
     def training(self, key: str) -> Iterator[None]:
         """Hold the visitor's one training place while the block runs; a second one (running or queued) is refused."""
-        folder = visitor_folder(key)
+        folder = visitor_folder(key, self._secret)
         with self._lock:
             if folder in self._training:
                 raise ReVersionError("You already have a training running or waiting; stop it or let it finish before starting another.")

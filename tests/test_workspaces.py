@@ -93,7 +93,7 @@ def test_an_existing_own_relation_needs_overwrite(shipped, data):
 def test_a_visitor_key_cannot_reach_outside_the_workspaces(shipped, data):
     workspaces = Workspaces(shipped, data)
     workspace = workspaces.for_visitor("../../etc")
-    assert workspace.path.parent == workspaces.root and workspace.path.name == visitor_folder("../../etc")
+    assert workspace.path.parent == workspaces.root and workspace.path.name.startswith("v-")
     with pytest.raises(ReVersionError, match=r"^This visitor has no session key; reload the page\.$"):
         workspaces.for_visitor("")
 
@@ -150,6 +150,12 @@ def test_one_training_per_visitor_at_a_time(shipped, data):
 
 
 # ----------------------------------------------------------------------------------------------- lifetime
+def test_a_user_name_does_not_reveal_the_folder(shipped, data, tmp_path):
+    here = Workspaces(shipped, data).for_visitor("alice")
+    elsewhere = Workspaces(shipped, tmp_path / "other-data").for_visitor("alice")
+    assert here.path.name != visitor_folder("alice") and here.path.name != elsewhere.path.name
+
+
 def test_a_workspace_survives_a_restart_with_a_data_dir(shipped, data):
     make_relation(Workspaces(shipped, data).for_visitor("user-alice").relations_dir, "mine", 3.0)
     again = Workspaces(shipped, data).for_visitor("user-alice")  # a new process: everything built afresh
