@@ -127,6 +127,7 @@ class Workspaces:
         self.limits = limits
         self._secret = _secret(self.root)
         self._training: set[str] = set()
+        self._stopped = threading.Event()
         self._lock = threading.Lock()  # guards _training and the check-then-write of quotas
 
     def for_visitor(self, key: str) -> "Workspace":
@@ -200,6 +201,19 @@ class Workspaces:
                 shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
         return removed
+
+    def start_cleanup(self, every_s: float = 3600.0) -> threading.Thread:
+        """Run ``cleanup_idle`` every ``every_s`` seconds in a daemon thread (ends with the process)."""
+        def loop() -> None:
+            while not self._stopped.wait(every_s):
+                self.cleanup_idle()
+
+        thread = threading.Thread(target=loop, daemon=True, name="reversion-workspace-cleanup")
+        thread.start()
+        return thread
+
+    def stop_cleanup(self) -> None:
+        self._stopped.set()
 
 
 class Workspace:

@@ -197,3 +197,17 @@ def test_a_deleted_relation_is_gone_whole(shipped, data):
     assert list(visitor.relations_dir.iterdir()) == []
     with pytest.raises(ReVersionError):
         load_relation("mine", visitor.relations_dir)
+
+
+def test_the_periodic_cleanup_removes_idle_workspaces(shipped, data):
+    workspaces = Workspaces(shipped, data, Limits(idle_hours=1))
+    old = workspaces.for_visitor("old")
+    stamp = time.time() - 2 * 3600
+    os.utime(old.path / ".visited", (stamp, stamp))
+    thread = workspaces.start_cleanup(every_s=0.01)
+    deadline = time.time() + 10
+    while old.path.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    workspaces.stop_cleanup()
+    thread.join(5)
+    assert not old.path.exists() and not thread.is_alive()
