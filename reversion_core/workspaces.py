@@ -222,6 +222,7 @@ class Workspace:
     def __init__(self, owner: Workspaces, key: str, path: Path) -> None:
         self.owner, self.key, self.path = owner, key, path
         self.relations_dir = path / "relations"
+        self.stop_file = path / ".stop-training"  # zerogpu.request_stop() on it stops this visitor's run
 
     def touch(self) -> None:
         """Mark the workspace as used now (cleanup_idle measures idleness from this)."""

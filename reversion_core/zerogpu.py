@@ -152,7 +152,7 @@ class GpuRunner:
 
     def __init__(self, generator, runtime: Runtime, cap_s: float | None = None, times: StepTimes | None = None,
                  nearest_every_s: float = 1.0) -> None:
-        import spaces  # before anything initialises CUDA; on ZeroGPU it patches torch at import
+        import spaces  # on ZeroGPU the app imported it first (hosting.import_spaces_first), before CUDA was touched
 
         self.generator, self.runtime, self.cap_s = generator, runtime, cap_s
         self.times = times or StepTimes()
@@ -179,7 +179,8 @@ class GpuRunner:
         """Seconds of GPU work a training with ``settings`` needs, before the margin (previews included)."""
         s = settings
         steps = s.max_train_steps * s.train_batch_size * s.gradient_accumulation_steps * self.times.training
-        previews = (s.max_train_steps // s.preview_every if s.preview_every else 0) * s.preview_images * s.preview_steps
+        # the engine previews every preview_every steps and at the last step
+        previews = (math.ceil(s.max_train_steps / s.preview_every) if s.preview_every else 0) * s.preview_images * s.preview_steps
         return self.times.setup + steps + previews * self.times.generation
 
     def training_seconds(self, request: TrainingRequest) -> int:
@@ -191,6 +192,11 @@ class GpuRunner:
             return
         per_step = int(request.num_images) * self.times.generation * MARGIN
         fit = int(self.cap_s // per_step)
+        if fit < 1:
+            raise ReVersionError(
+                f"Even one step for {int(request.num_images)} images needs more than this app's GPU limit of "
+                f"{self.cap_s:g} seconds; ask for fewer images."
+            )
         raise ReVersionError(
             f"{int(request.num_images)} images of {int(request.steps)} steps need about {self.generation_seconds(request)} "
             f"GPU seconds, more than this app's limit of {self.cap_s:g}; at most {fit} steps fit for "

@@ -81,12 +81,18 @@ def test_generation_longer_than_the_cap_is_refused_saying_how_many_steps_fit(run
         runner.generate(GenerationRequest(num_images=2, steps=50))
 
 
+def test_generation_whose_first_step_does_not_fit_is_refused(runner):
+    runner.times, runner.cap_s = StepTimes(generation=10.0), 20
+    with pytest.raises(ReVersionError, match=r"^Even one step for 4 images needs more than this app's GPU limit of 20 seconds; ask for fewer images\.$"):
+        runner.check_generation(GenerationRequest(num_images=4, steps=1))
+
+
 def test_training_duration_is_setup_plus_steps_times_samples_times_seconds_per_sample(runner):
     runner.times = StepTimes(training=0.15, setup=15, generation=0.1)
     request = TrainingRequest(None, "rel", fast_settings(max_train_steps=100, gradient_accumulation_steps=4), "")
     assert runner.training_seconds(request) == 169  # (15 + 100 x 8 x 0.15) x 1.25
-    request.settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, preview_every=50, preview_images=2, preview_steps=10)
-    assert runner.training_seconds(request) == 174  # + 2 previews x 2 images x 10 steps x 0.1 s, x 1.25
+    request.settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, preview_every=40, preview_images=2, preview_steps=10)
+    assert runner.training_seconds(request) == 177  # + 3 previews (steps 40, 80, 100) x 2 images x 10 steps x 0.1 s, x 1.25
 
 
 def test_training_longer_than_the_cap_is_refused_saying_how_many_steps_fit(runner):
