@@ -57,6 +57,24 @@ def test_gpu_functions_pass_through_the_real_spaces_package_off_zero_gpu(runner)
     assert runner._train_gpu == runner._train_on_gpu
 
 
+def test_each_gpu_function_asks_spaces_for_a_duration_computed_from_its_request(monkeypatch, tiny_model_dir):
+    asked = {}
+
+    def gpu(task=None, *, duration=None, size=None):  # records what the app hands the decorator
+        def wrap(function):
+            asked[function.__name__] = duration
+            return function
+        return wrap
+
+    monkeypatch.setattr(spaces, "GPU", gpu)
+    runtime = pick_runtime({}, cuda_available=False, base_model=str(tiny_model_dir))
+    runner = GpuRunner(RelationGenerator(runtime.base_model, device="cpu"), runtime, times=StepTimes(generation=0.1, training=0.15, setup=15))
+    generation = GenerationRequest(num_images=3, steps=20)
+    train = TrainingRequest(None, "rel", fast_settings(max_train_steps=10), "")
+    assert asked["_generate_on_gpu"](generation) == 8  # 3 x 20 x 0.1 s x 1.25 = 7.5
+    assert asked["_train_on_gpu"](train) == 27  # (15 + 10 steps x 2 x 2 samples x 0.15 s) x 1.25 = 26.25
+
+
 def test_generation_runs_through_the_gpu_function_and_measures_its_speed(runner, tiny_model_dir):
     request = GenerationRequest(prompt="circle square", num_images=2, steps=3, seed=5)
     result = runner.generate(request)
