@@ -1,8 +1,11 @@
 """The relation lexicon: the paper's 56 basis prepositions (Table A4) and the words that are never negatives."""
 from __future__ import annotations
 
+import os
 import re
-from typing import Iterable
+import socket
+from pathlib import Path
+from typing import Callable, Iterable
 
 # Table A4 of the ReVersion paper, in the paper's order (read column by column).
 BASIS_PREPOSITIONS: tuple[str, ...] = (
@@ -41,6 +44,10 @@ FUNCTION_WORDS: frozenset[str] = frozenset(BASIS_PREPOSITIONS) | frozenset(
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _CONTENT_TAGS = ("NN", "JJ", "VB")  # nouns, adjectives, verbs (Penn Treebank prefixes)
 _NLTK_TAGGER = "taggers/averaged_perceptron_tagger_eng"
+NLTK_TAGGER_PACKAGE = "averaged_perceptron_tagger_eng"
+NLTK_DATA_FOLDER = "nltk_data"  # inside the app's data dir
+NLTK_HOST = ("raw.githubusercontent.com", 443)  # where nltk.download fetches its index and packages
+_fetch_attempted: set[str] = set()  # data folders this process already tried to fill
 
 
 def pos_backend() -> str:
@@ -52,6 +59,48 @@ def pos_backend() -> str:
         return "nltk"
     except (ImportError, LookupError, OSError):
         return "closed-class"
+
+
+def _host_reachable(timeout: float = 3.0) -> bool:
+    """Whether NLTK's download host answers (a quick TCP connect), so an offline machine never waits on a download."""
+    try:
+        with socket.create_connection(NLTK_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_tagger(
+    data_dir: str | os.PathLike | None,
+    download: Callable[..., object] | None = None,
+    reachable: Callable[[], bool] | None = None,
+) -> str:
+    """Use NLTK's tagger where it can be had, and return the backend now in use (as ``pos_backend()``).
+
+    The data dir's ``nltk_data`` folder joins NLTK's search path, so a tagger fetched before a restart is found again.
+    When the tagger is still missing and NLTK's host is reachable, it is fetched into that folder, at most once per
+    process; offline, or without a data dir, the closed-class word list stays in use.
+    """
+    try:
+        import nltk
+    except ImportError:
+        return "closed-class"
+    if data_dir is None:
+        return pos_backend()
+    folder = str(Path(data_dir) / NLTK_DATA_FOLDER)
+    if folder not in nltk.data.path:
+        nltk.data.path.insert(0, folder)
+    if pos_backend() == "nltk" or folder in _fetch_attempted:
+        return pos_backend()
+    _fetch_attempted.add(folder)
+    if not (reachable or _host_reachable)():
+        return "closed-class"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        (download or nltk.download)(NLTK_TAGGER_PACKAGE, download_dir=folder, quiet=True, raise_on_error=True)
+    except Exception:  # a failed fetch (network, disk) only means: keep the closed-class list
+        pass
+    return pos_backend()
 
 
 def caption_words(caption: str, placeholder_tokens: Iterable[str] = ("<R>",)) -> list[str]:

@@ -1,4 +1,9 @@
-"""Which caption words are steering negatives."""
+"""Which caption words are steering negatives, and where the part-of-speech tagger comes from."""
+from pathlib import Path
+
+import pytest
+
+from reversion_core import lexicon
 from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS, content_words, pos_backend
 
 
@@ -30,3 +35,60 @@ def test_nltk_tags_decide_when_its_tagger_is_used(monkeypatch):
     monkeypatch.setattr(nltk, "pos_tag", lambda words: [(w, tags.get(w, "DT")) for w in words])
     words = content_words("the fluffy cat is <R> quickly sits box", ["<R>"], backend="nltk")
     assert words == ["fluffy", "cat", "sits", "box"]  # adverbs dropped by tag, "is" dropped as a function word
+
+
+# ----------------------------------------------------------------------------------------------- fetching the tagger
+@pytest.fixture
+def no_tagger(monkeypatch):
+    """NLTK as on a fresh host: no tagger data on its search path, no fetch tried yet in this process."""
+    import nltk
+
+    monkeypatch.setattr(nltk.data, "path", [])
+    monkeypatch.setattr(lexicon, "_fetch_attempted", set())
+    return nltk
+
+
+def fake_download(calls):
+    def download(package, download_dir, **kwargs):
+        calls.append((package, download_dir))
+        (Path(download_dir) / "taggers" / package).mkdir(parents=True)
+        return True
+    return download
+
+
+def test_offline_the_closed_class_list_stays_and_nothing_is_fetched(no_tagger, tmp_path):
+    calls = []
+    assert lexicon.ensure_tagger(tmp_path, download=fake_download(calls), reachable=lambda: False) == "closed-class"
+    assert calls == [] and lexicon.pos_backend() == "closed-class"
+
+
+def test_without_a_data_dir_nothing_is_fetched(no_tagger):
+    calls = []
+    assert lexicon.ensure_tagger(None, download=fake_download(calls), reachable=lambda: True) == "closed-class"
+    assert calls == []
+
+
+def test_on_a_connected_host_the_tagger_is_fetched_once_into_the_data_dir(no_tagger, tmp_path):
+    calls = []
+    assert lexicon.ensure_tagger(tmp_path, download=fake_download(calls), reachable=lambda: True) == "nltk"
+    assert lexicon.ensure_tagger(tmp_path, download=fake_download(calls), reachable=lambda: True) == "nltk"
+    assert calls == [("averaged_perceptron_tagger_eng", str(tmp_path / "nltk_data"))]
+
+
+def test_a_failed_fetch_is_not_retried_in_the_same_process(no_tagger, tmp_path):
+    calls = []
+
+    def failing(package, download_dir, **kwargs):
+        calls.append(package)
+        raise ValueError("network went away")
+
+    assert lexicon.ensure_tagger(tmp_path, download=failing, reachable=lambda: True) == "closed-class"
+    assert lexicon.ensure_tagger(tmp_path, download=failing, reachable=lambda: True) == "closed-class"
+    assert calls == ["averaged_perceptron_tagger_eng"]
+
+
+def test_a_tagger_fetched_before_a_restart_is_found_in_the_data_dir(no_tagger, tmp_path):
+    (tmp_path / "nltk_data" / "taggers" / "averaged_perceptron_tagger_eng").mkdir(parents=True)
+    calls = []
+    assert lexicon.ensure_tagger(tmp_path, download=fake_download(calls), reachable=lambda: False) == "nltk"
+    assert calls == []

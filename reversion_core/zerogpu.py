@@ -1,0 +1,339 @@
+"""The app's GPU work as `spaces.GPU` functions, the way ZeroGPU Spaces run it.
+
+Models load once at start, outside the decorated functions (on ZeroGPU the `spaces` package then packs their weights
+and moves them onto the GPU it lends a function). Each call asks for a duration computed from the request: images x
+denoising steps x measured seconds per image-step for generation; setup + steps x samples per step x measured seconds
+per sample for training, with a safety margin. A request longer than the cap is refused with a sentence that says how
+much fits. Training is a generator: the engine's events stream out of the GPU function as they happen.
+
+Off ZeroGPU `spaces.GPU` returns the function unchanged, so the same code runs on a CUDA GPU or the CPU.
+On ZeroGPU the decorated functions run in a forked worker: their arguments and everything they yield or return
+are pickled, and nothing they change in memory comes back. So a stop request travels as a file, and the timings are
+measured inside and read outside.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ReVersionError
+from .exemplars import ExemplarSet
+from .hosting import Runtime
+from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
+
+CAP_VARIABLE = "REVERSION_GPU_CAP_S"
+ZERO_GPU_CAP_S = 120.0  # seconds one request may hold the GPU on ZeroGPU (a host setting, not the platform's maximum)
+MARGIN = 1.25  # ask for this much more than the estimate: ZeroGPU may abort a task that runs past its duration
+NEAREST_K = 8
+
+
+# ----------------------------------------------------------------------------------------------- timings
+@dataclass
+class StepTimes:
+    """Seconds per unit of GPU work that durations are computed from.
+
+    The starting values are deliberately generous guesses for SD 1.5 at 512 px in fp16 on a shared GPU; each finished
+    run replaces them with what it measured (then averages), so estimates follow the hardware the app really has.
+    """
+
+    generation: float = 0.10  # one denoising step of one image, classifier-free guidance included
+    training: float = 0.15  # one exemplar sample through forward and backward, within an optimizer step
+    setup: float = 15.0  # a training's preparation: copying the text encoder, encoding exemplars
+    measured: set[str] = field(default_factory=set)
+
+    def _update(self, name: str, value: float) -> None:
+        if value <= 0 or not math.isfinite(value):
+            return
+        old = getattr(self, name)
+        setattr(self, name, value if name not in self.measured else 0.5 * (old + value))
+        self.measured.add(name)
+
+    def observe_generation(self, seconds: float, images: int, steps: int) -> None:
+        self._update("generation", seconds / max(1, images * steps))
+
+    def observe_training(self, seconds_per_sample: float | None = None, setup: float | None = None) -> None:
+        if seconds_per_sample is not None:
+            self._update("training", seconds_per_sample)
+        if setup is not None:
+            self._update("setup", setup)
+
+
+def default_cap(runtime: Runtime, env: dict | None = None) -> float | None:
+    """The GPU-seconds cap: ``$REVERSION_GPU_CAP_S`` when set, else 120 s on ZeroGPU, else none."""
+    env = os.environ if env is None else env
+    if env.get(CAP_VARIABLE):
+        try:
+            return float(env[CAP_VARIABLE])
+        except ValueError:
+            raise ReVersionError(f"{CAP_VARIABLE} must be a number of seconds, not {env[CAP_VARIABLE]!r}.") from None
+    return ZERO_GPU_CAP_S if runtime.hardware == "zerogpu" else None
+
+
+# ----------------------------------------------------------------------------------------------- requests and events
+@dataclass
+class GenerationRequest:
+    """One Generate click (``relation`` is the relation's folder, or None for a free prompt)."""
+
+    relation: str | None = None
+    entity_a: str = ""
+    entity_b: str = ""
+    prompt: str | None = None
+    suffix: str = ""
+    negative_prompt: str | None = None
+    num_images: int = 1
+    steps: int = DEFAULT_INFERENCE_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    seed: int = 0
+
+
+@dataclass
+class TrainingRequest:
+    """One Train click: the exemplars, the relation's name, the settings and the folder the relation is saved in."""
+
+    exemplars: ExemplarSet
+    name: str
+    settings: InversionSettings
+    relations_dir: str
+    overwrite: bool = False
+    stop_file: str | None = None  # created by request_stop(); the run then stops after its current step
+
+
+@dataclass
+class TrainingReady:
+    """The run is prepared on the device and its first step starts; ``seconds`` the preparation took."""
+
+    seconds: float
+    total_steps: int
+
+
+@dataclass
+class NearestWords:
+    """The vocabulary words nearest to <R> at ``step`` (computed on the device, where the text encoder is)."""
+
+    step: int
+    words: list[tuple[str, float]]
+
+
+def request_stop(stop_file: str | os.PathLike) -> None:
+    """Ask the training that watches ``stop_file`` to stop after its current step (works across processes)."""
+    Path(stop_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(stop_file).touch()
+
+
+def training_pipeline(pipe, tokenizer, base_rows: int, source: str | None = None):
+    """A pipeline for one training: the loaded UNet, VAE and scheduler shared with generation; ``tokenizer`` (a
+    pristine copy) and the text encoder copied, cut back to its first ``base_rows`` embedding rows, so the relations
+    generation installed are gone and the run's placeholder token changes nothing generation uses."""
+    from diffusers import StableDiffusionPipeline
+
+    text_encoder = copy.deepcopy(pipe.text_encoder)
+    if text_encoder.get_input_embeddings().weight.shape[0] > base_rows:
+        text_encoder.resize_token_embeddings(base_rows)
+    components = {**pipe.components, "tokenizer": copy.deepcopy(tokenizer), "text_encoder": text_encoder}
+    components.pop("requires_safety_checker", None)
+    clone = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    clone.register_to_config(_name_or_path=str(source or pipe.name_or_path))
+    return clone
+
+
+# ----------------------------------------------------------------------------------------------- the runner
+class GpuRunner:
+    """Generation and training on the app's one base model, each through a `spaces.GPU` function.
+
+    ``generator`` is a RelationGenerator; its pipeline loads here, at start. ``cap_s`` None means no cap (a
+    dedicated GPU or the CPU, where nothing lends the device by the second).
+    """
+
+    def __init__(self, generator, runtime: Runtime, cap_s: float | None = None, times: StepTimes | None = None,
+                 nearest_every_s: float = 1.0) -> None:
+        import spaces  # on ZeroGPU the app imported it first (hosting.import_spaces_first), before CUDA was touched
+
+        self.generator, self.runtime, self.cap_s = generator, runtime, cap_s
+        self.times = times or StepTimes()
+        self.nearest_every_s = nearest_every_s
+        # One pipeline, one caller at a time in this process (its scheduler keeps state). Taken only inside the GPU
+        # functions: on ZeroGPU each runs in a worker process of its own, with its own copy of the models.
+        self._lock = threading.Lock()
+        pipe = generator.pipeline  # models load now, outside the GPU functions
+        self._tokenizer = copy.deepcopy(pipe.tokenizer)  # pristine: before any relation is installed
+        self._base_rows = int(pipe.text_encoder.get_input_embeddings().weight.shape[0])
+        self._generate_gpu = spaces.GPU(duration=self.generation_seconds)(self._generate_on_gpu)
+        self._train_gpu = spaces.GPU(duration=self.training_seconds)(self._train_on_gpu)
+
+    # ------------------------------------------------------------------------------------------- durations
+    def generation_estimate(self, request: GenerationRequest) -> float:
+        """Seconds of GPU work ``request`` needs, before the margin."""
+        return int(request.num_images) * int(request.steps) * self.times.generation
+
+    def generation_seconds(self, request: GenerationRequest) -> int:
+        """The duration the GPU is asked for (estimate x margin, whole seconds)."""
+        return max(1, math.ceil(self.generation_estimate(request) * MARGIN))
+
+    def training_estimate(self, settings: InversionSettings) -> float:
+        """Seconds of GPU work a training with ``settings`` needs, before the margin (previews included)."""
+        s = settings
+        steps = s.max_train_steps * s.train_batch_size * s.gradient_accumulation_steps * self.times.training
+        # the engine previews every preview_every steps and at the last step
+        previews = (math.ceil(s.max_train_steps / s.preview_every) if s.preview_every else 0) * s.preview_images * s.preview_steps
+        return self.times.setup + steps + previews * self.times.generation
+
+    def training_seconds(self, request: TrainingRequest) -> int:
+        return max(1, math.ceil(self.training_estimate(request.settings) * MARGIN))
+
+    def check_generation(self, request: GenerationRequest) -> None:
+        """Refuse a generation longer than the cap, saying how many steps fit."""
+        if self.cap_s is None or self.generation_seconds(request) <= self.cap_s:
+            return
+        per_step = int(request.num_images) * self.times.generation * MARGIN
+        fit = int(self.cap_s // per_step)
+        if fit < 1:
+            raise ReVersionError(
+                f"Even one step for {int(request.num_images)} images needs more than this app's GPU limit of "
+                f"{self.cap_s:g} seconds; ask for fewer images."
+            )
+        raise ReVersionError(
+            f"{int(request.num_images)} images of {int(request.steps)} steps need about {self.generation_seconds(request)} "
+            f"GPU seconds, more than this app's limit of {self.cap_s:g}; at most {fit} steps fit for "
+            f"{int(request.num_images)} images, so lower the steps or the number of images."
+        )
+
+    def steps_that_fit(self, settings: InversionSettings) -> int:
+        """The most training steps with these settings whose duration stays within the cap."""
+        if self.cap_s is None:
+            return settings.max_train_steps
+        low, high = 0, settings.max_train_steps
+        while low < high:  # the estimate grows with steps (previews in jumps), so bisect
+            mid = (low + high + 1) // 2
+            if math.ceil(self.training_estimate(replace(settings, max_train_steps=mid)) * MARGIN) <= self.cap_s:
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def check_training(self, settings: InversionSettings) -> None:
+        """Refuse a training longer than the cap, saying how many steps fit."""
+        if self.cap_s is None:
+            return
+        needed = math.ceil(self.training_estimate(settings) * MARGIN)
+        if needed <= self.cap_s:
+            return
+        fit = self.steps_that_fit(settings)
+        if fit < 1:
+            raise ReVersionError(
+                f"Even one training step with these settings needs more than this app's GPU limit of {self.cap_s:g} "
+                "seconds; lower the batch size or the gradient accumulation."
+            )
+        raise ReVersionError(
+            f"{settings.max_train_steps} training steps need about {needed} GPU seconds, more than this app's limit of "
+            f"{self.cap_s:g}; at most {fit} steps fit, so ask for {fit} steps or fewer."
+        )
+
+    # ------------------------------------------------------------------------------------------- generation
+    def generate(self, request: GenerationRequest):
+        """Generate on the GPU (a GenerationResult); the time it took updates the estimate for the next request."""
+        self.check_generation(request)
+        result, seconds = self._generate_gpu(request)
+        self.times.observe_generation(seconds, int(request.num_images), int(request.steps))
+        return result
+
+    def _generate_on_gpu(self, request: GenerationRequest) -> tuple[Any, float]:
+        with self._lock:
+            start = time.perf_counter()
+            result = self.generator.generate(
+                request.relation, entity_a=request.entity_a, entity_b=request.entity_b, prompt=request.prompt,
+                suffix=request.suffix, negative_prompt=request.negative_prompt, num_images=int(request.num_images),
+                seed=int(request.seed), steps=int(request.steps), guidance_scale=float(request.guidance_scale),
+            )
+            return result, time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------- training
+    def training_settings(self, settings: InversionSettings) -> InversionSettings:
+        """The run's settings on this runtime: its attention backend, and the precision of the shared half-precision
+        weights (training the shared UNet in fp32 would need a second copy of it)."""
+        import torch
+
+        dtype = self.generator.pipeline.unet.dtype
+        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, settings.mixed_precision)
+        return replace(settings, attention=self.runtime.attention, mixed_precision=precision)
+
+    def train(self, request: TrainingRequest) -> Iterator[Any]:
+        """Train on the GPU, yielding TrainingReady, the engine's events and NearestWords as they happen.
+
+        A request longer than the cap is refused before the GPU is asked for. The measured preparation time and
+        seconds per sample update the estimates for the next request.
+        """
+        self.check_training(request.settings)
+        samples = request.settings.train_batch_size * request.settings.gradient_accumulation_steps
+        measure = _StepClock()
+        for item in self._train_gpu(request):
+            measure.see(item)
+            yield item
+        self.times.observe_training(
+            measure.seconds_per_step() / samples if measure.seconds_per_step() is not None else None, measure.setup,
+        )
+
+    def _train_on_gpu(self, request: TrainingRequest) -> Iterator[Any]:
+        from .inspect import nearest_words
+        from .inversion import FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
+
+        start = time.perf_counter()
+        settings = self.training_settings(request.settings)
+        with self._lock:  # generation may be installing a relation into the text encoder being copied
+            pipe = training_pipeline(self.generator.pipeline, self._tokenizer, self._base_rows, self.generator.source)
+        stop_file = Path(request.stop_file) if request.stop_file else None
+        unet = pipe.unet
+        try:
+            inversion = Inversion(
+                request.exemplars, request.name, settings, base_model=pipe, relations_dir=request.relations_dir,
+                overwrite=request.overwrite, device=self.runtime.device,
+            )
+            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps)
+            last_nearest = -math.inf
+            for event in inversion:
+                yield event
+                now = time.perf_counter()
+                if isinstance(event, StepEvent) and (now - last_nearest >= self.nearest_every_s or event.step == event.total_steps):
+                    last_nearest = now
+                    yield NearestWords(event.step, nearest_words(inversion.current_vector().detach(), pipe, NEAREST_K))
+                elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)) and event.relation is not None:
+                    yield NearestWords(event.step, nearest_words(event.relation.vector, pipe, NEAREST_K))
+                if stop_file is not None and stop_file.exists():
+                    inversion.stop()
+        finally:
+            if settings.gradient_checkpointing:  # the UNet is shared with generation: leave it as it was
+                unet.disable_gradient_checkpointing()
+                unet.eval()
+            if stop_file is not None:
+                stop_file.unlink(missing_ok=True)
+
+
+class _StepClock:
+    """Reads a training's events for its preparation time and its mean seconds per optimizer step (from the
+    device-side elapsed times, leaving out steps that included a preview)."""
+
+    def __init__(self) -> None:
+        self.setup: float | None = None
+        self._last: float | None = 0.0
+        self._total, self._count = 0.0, 0
+
+    def see(self, item: Any) -> None:
+        from .inversion import PreviewEvent, StepEvent
+
+        if isinstance(item, TrainingReady):
+            self.setup = item.seconds
+        elif isinstance(item, PreviewEvent):
+            self._last = None  # the next step's interval includes the preview
+        elif isinstance(item, StepEvent):
+            if self._last is not None:
+                self._total += item.elapsed - self._last
+                self._count += 1
+            self._last = item.elapsed
+
+    def seconds_per_step(self) -> float | None:
+        return self._total / self._count if self._count else None
