@@ -396,6 +396,11 @@ def train_unet(args, log) -> None:
     del images
     scaling = float(vae.config.scaling_factor) if args.init_from else float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
+    # The pool, its latents and every random draw stay on the CPU (the same stream on any device); the models move.
+    dev = torch.device(args.device)
+    vae.to(dev)
+    unet.to(dev)
+    text_encoder.to(dev)
     ids = caption_ids(tokenizer, scenes, args.seed)
     log(f"pool of {len(scenes)} scenes rendered, encoded and captioned in {time.time() - t:.0f}s; latents "
         f"{tuple(means.shape)} scaling_factor {scaling:.4f}")
@@ -465,6 +470,7 @@ def train_unet(args, log) -> None:
         lat = (means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)) * scaling
         noise = torch.randn(lat.shape, generator=g)
         tt = torch.randint(0, 1000, (args.batch,), generator=g)
+        lat, noise, tt, tok = lat.to(dev), noise.to(dev), tt.to(dev), tok.to(dev)
         noisy = sched.add_noise(lat, noise, tt)
         cond = text_encoder(tok)[0]
         pred = unet(noisy, tt, cond).sample
@@ -504,6 +510,7 @@ def main(argv=None):
     p.add_argument("--init-from", default=None, help="continue this stage from a folder it wrote")
     p.add_argument("--relations", default=None, help="comma-separated relations for the pool (default: all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="unet stage: cpu or cuda (the heavy stage, where a GPU is lent)")
     t = p.add_argument_group("text stage")
     t.add_argument("--text-steps", type=int, default=3000)
     t.add_argument("--mask-rate", type=float, default=0.25)
@@ -530,6 +537,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="text stage 256, unet stage 64")
     p.add_argument("--lr", type=float, default=None, help="text stage 2e-3, unet stage 1e-3")
     args = p.parse_args(argv)
+    if args.device != "cpu" and args.stage != "unet":
+        p.error("--device applies to the unet stage only")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: no CUDA GPU is visible to torch on this machine")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.batch = args.batch or (256 if args.stage == "text" else 64)

@@ -1,0 +1,22 @@
+"""The world scorer against a person's labels of images the embedded base model generated (v1, 104 images, 13 per
+relation; made and labelled with scripts/label_set.py). The issue's bar is 95% agreement on the relation; the scorer
+measured 87.5% when the set was labelled, so this test guards that level and names the gap rather than claiming the bar."""
+from pathlib import Path
+
+from reversion_core.world.labelled import scorer_agreement
+
+SET = Path(__file__).parent / "data" / "generated-v1"
+
+
+def test_the_labelled_set_has_a_label_for_every_image_and_covers_every_relation_of_its_model():
+    res = scorer_agreement(SET)
+    assert res["n"] == 104
+    assert len(res["per_relation"]) == 8 and all(n == 13 for _, n in res["per_relation"].values())
+
+
+def test_the_scorer_agrees_with_the_labels_at_least_as_often_as_when_they_were_made():
+    res = scorer_agreement(SET)
+    # measured 0.875 (relation) and 0.663 (entities) when labelled; the scorer reads small generated shapes
+    # more strictly than a person (see docs/scorer.md)
+    assert res["relation"] >= 0.875, res["disagreements"]
+    assert res["entities"] >= 0.66
