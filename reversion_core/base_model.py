@@ -3,6 +3,7 @@ device, in which dtype, with which attention backend, and a stable identifier th
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -157,6 +158,26 @@ def set_attention(pipe, backend: str = "sdpa") -> None:
             raise ReVersionError(f"xformers attention could not be enabled ({_first_line(exc)}); use sdpa attention.") from None
     else:
         raise ReVersionError(f"Attention backend {backend!r} is unknown; use sdpa or xformers.")
+
+
+def shared_pipeline(pipeline, tokenizer=None, source: str | None = None):
+    """A pipeline for one training over ``pipeline``'s loaded UNet, VAE and scheduler, with copies of the tokenizer
+    and text encoder, so the run's placeholder changes nothing that generation uses.
+
+    ``tokenizer`` is a pristine tokenizer to copy instead of the pipeline's, whose vocabulary may have grown with the
+    relations generation installed; the copied text encoder is cut back to that vocabulary.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = copy.deepcopy(tokenizer if tokenizer is not None else pipeline.tokenizer)
+    text_encoder = copy.deepcopy(pipeline.text_encoder)
+    if text_encoder.get_input_embeddings().weight.shape[0] > len(tokenizer):
+        text_encoder.resize_token_embeddings(len(tokenizer))
+    components = {**pipeline.components, "tokenizer": tokenizer, "text_encoder": text_encoder}
+    components.pop("requires_safety_checker", None)
+    clone = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    clone.register_to_config(_name_or_path=str(source or pipeline.name_or_path))
+    return clone
 
 
 def base_model_id(pipe, source: str | os.PathLike | None = None) -> str:

@@ -87,20 +87,23 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent
+    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
     from .settings import InversionSettings
 
     if not args.exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
-    base = InversionSettings()
-    if args.resume:
-        base = InversionSettings.from_dict(Inversion._read_checkpoint(args.resume)["settings"])
+    checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
+    base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
     overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
     settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
-    run = Inversion(
-        args.exemplars, args.name, settings, base_model=args.base_model, relations_dir=args.relations_dir,
-        overwrite=args.overwrite, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, device=args.device,
+    options = dict(
+        base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
+        checkpoint_dir=args.checkpoint_dir, device=args.device,
     )
+    if checkpoint:
+        run = Inversion.from_checkpoint(checkpoint, args.exemplars, args.name, settings, **options)
+    else:
+        run = Inversion(args.exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
     if main:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)
