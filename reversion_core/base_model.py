@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import ReVersionError
+from .settings import DEFAULT_ATTENTION
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_BASE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "base-model"
@@ -69,7 +70,7 @@ def load_pipeline(
     source: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = "no",
-    attention: str = "sdpa",
+    attention: str = DEFAULT_ATTENTION,
     single_file_config: str | os.PathLike | None = None,
 ):
     """Load a ``StableDiffusionPipeline`` from a hub id, a local diffusers folder or a ``.safetensors``/``.ckpt`` file.
@@ -142,7 +143,7 @@ def _load_single_file(path: Path, config: str | os.PathLike | None, common: dict
         ) from None
 
 
-def set_attention(pipe, backend: str = "sdpa") -> None:
+def set_attention(pipe, backend: str = DEFAULT_ATTENTION) -> None:
     """Use PyTorch scaled-dot-product attention (default) or xformers (only when installed)."""
     if backend == "sdpa":
         from diffusers.models.attention_processor import AttnProcessor2_0

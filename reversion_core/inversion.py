@@ -29,9 +29,6 @@ import torch
 from PIL import Image
 
 from .base_model import base_model_id, load_pipeline, resolve_source, set_attention, shared_pipeline
-from .run_files import (  # noqa: F401  (CHECKPOINT_FORMAT and read_checkpoint are this module's interface too)
-    CHECKPOINT_FORMAT, already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint,
-)
 from .errors import ReVersionError
 from .events import (  # noqa: F401  (the events are part of this module's interface)
     CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
@@ -40,6 +37,7 @@ from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
 from .relation_file import RelationPrompt, check_name, recover_relations
+from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
 from .settings import InversionSettings
 
 
