@@ -134,7 +134,7 @@ def process_peak_mib(device: str) -> float:
 def child_main(measure: Callable[[dict], dict]) -> None:
     """Entry point of a child: read the spec from argv, measure, print one result line."""
     spec = json.loads(sys.argv[sys.argv.index("--child") + 1])
-    quiet_libraries(offline=True)
+    quiet_libraries(hide_warnings=True, offline=True)
     print(RESULT_PREFIX + json.dumps(guarded(measure, spec)), flush=True)
 
 

@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn every ReVersionError into one line on stderr with exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        quiet_libraries()
+        quiet_libraries(hide_warnings=True)
         return int(args._run(args) or 0)
     except ReVersionError as exc:
         print(f"error: {exc}", file=sys.stderr)

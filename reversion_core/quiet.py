@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 
-def quiet_libraries(hide_warnings: bool = True, offline: bool = False) -> None:
+def quiet_libraries(hide_warnings: bool = False, offline: bool = False) -> None:
     """Silence diffusers' and transformers' logs and progress bars; ``hide_warnings`` also ignores Python warnings
-    (the app keeps them in its log); ``offline`` keeps the hub client from reaching the network (benchmarks)."""
+    (the CLI and benchmarks; the app keeps them in its log); ``offline`` keeps the hub client off the network."""
     if offline:  # read when huggingface_hub is first imported, so before diffusers
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if hide_warnings:

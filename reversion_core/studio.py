@@ -202,7 +202,7 @@ class Studio:
                     raise self._generator_error
                 from .generation import RelationGenerator
 
-                quiet_libraries(hide_warnings=False)
+                quiet_libraries()
                 try:
                     generator = RelationGenerator(self.base_model, device=self.device, attention=self.attention,
                                                   relations_dir=self.relations_dir)
@@ -457,7 +457,7 @@ class Studio:
         from .inspect import nearest_words
         from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
 
-        quiet_libraries(hide_warnings=False)
+        quiet_libraries()
         with self._model_lock:
             inversion = make()
         with job._changed:
