@@ -21,13 +21,16 @@ from typing import Any, Callable, Iterator, Sequence
 
 from PIL import Image
 
+from . import benchmarks
+from .benchmarks import DEFAULT_BENCHMARK_DIR, list_benchmark_sets, split_template  # noqa: F401  (the app's too)
 from .errors import ReVersionError
-from .exemplars import IMAGE_EXTENSIONS, ExemplarSet, exemplars_from_uploads, load_exemplars, open_image
+from .exemplars import ExemplarSet, exemplars_from_uploads, load_exemplars
+from .quiet import quiet_libraries
 from .relation_file import (
     CARD_FILE, EMBEDS_FILE, PREVIEW_FILE, RelationPrompt, base_vocabulary, check_name, choose_token, free_relation_name,
     list_relations, load_relation,
 )
-from .settings import DEFAULT_PLACEHOLDER, InversionSettings
+from .settings import InversionSettings
 from .training_jobs import (  # noqa: F401  (TrainUpdate, loss_frames and the series names are the app's too)
     MAIN_SERIES, STEER_SERIES, TrainingJob, TrainingSlot, TrainUpdate, clock, loss_frames, loss_rows, read_losses,
     save_exemplars, write_atomic,
@@ -39,7 +42,6 @@ MAX_IMPORT_FILE_BYTES = 8 * 2**20
 MAX_IMPORT_TOTAL_BYTES = 16 * 2**20
 _IMPORTED_FILES = (EMBEDS_FILE, CARD_FILE, PREVIEW_FILE, "learned_embeds.bin")
 DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
-DEFAULT_BENCHMARK_DIR = APP_DIR / "assets" / "benchmark"
 DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
 BENCHMARK_THUMB = 256  # exemplar images of a foreign benchmark can be large; the gallery needs no more
 UPDATE_EVERY_S = 0.7  # a training refreshes its state (nearest words, status) at most this often
@@ -53,17 +55,6 @@ LOSSES_FILE = "losses.json"  # in a run folder: the loss plot's rows so far
 log = logging.getLogger(__name__)
 
 
-def quiet_libraries() -> None:
-    """Keep load bars and library notes out of the server log (the UI shows its own status)."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-
-
 def upscale(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
     """Enlarge a small image to about ``size`` pixels with nearest-neighbour, so 32 px images stay crisp."""
     factor = max(1, size // max(image.size))
@@ -73,21 +64,9 @@ def upscale(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------------------------- benchmark
-def list_benchmark_sets(benchmark_dir: str | os.PathLike) -> list[str]:
-    """The exemplar sets under ``benchmark_dir``: every sub-folder holding a ``text.json`` (official layout)."""
-    root = Path(benchmark_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "text.json").is_file())
-
-
 def load_benchmark_set(benchmark_dir: str | os.PathLike, name: str) -> ExemplarSet:
-    """One exemplar set of the benchmark, by folder name (a name with path separators is refused)."""
-    if not name:
-        raise ReVersionError("Choose an exemplar set of the benchmark.")
-    if name not in list_benchmark_sets(benchmark_dir):
-        raise ReVersionError(f"The benchmark has no exemplar set named {name!r}.")
-    return load_exemplars(Path(benchmark_dir) / name, max_side=BENCHMARK_THUMB)
+    """One exemplar set of the benchmark, its images no larger than the app shows or trains on."""
+    return benchmarks.load_benchmark_set(benchmark_dir, name, max_side=BENCHMARK_THUMB)
 
 
 @dataclass
@@ -118,12 +97,6 @@ def benchmark_view(benchmark_dir: str | os.PathLike, name: str) -> BenchmarkView
                      "relation prompt leaves it out.")
     lines.append(f"{len(exemplars)} exemplar images, {len(rows)} captions, {len(exemplars.templates or [])} inference templates.")
     return BenchmarkView(exemplars.name, gallery, rows, "\n\n".join(lines), list(exemplars.templates or []))
-
-
-def split_template(template: str, placeholder: str = DEFAULT_PLACEHOLDER) -> tuple[str, str]:
-    """``"red circle <R> blue square"`` -> ``("red circle", "blue square")``."""
-    a, _, b = template.replace("{}", placeholder).partition(placeholder)
-    return a.strip(), b.strip()
 
 
 # ----------------------------------------------------------------------------------------------- uploads
