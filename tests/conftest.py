@@ -9,40 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS
-from tiny_models import tiny_models
+from reversion_core.testing import build_tiny_model
 
 torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
-
-CONTENT_WORDS = (
-    "circle square triangle diamond red green blue yellow purple striped dotted big small shape picture background "
-    "cat box rabbit carrot painting wall photo plain"
-).split()
-
-
-def build_tiny_model(folder: Path, prediction_type: str = "epsilon") -> Path:
-    """Save a miniature StableDiffusionPipeline (16 px images, 8x8 latents, 32-dim text) to ``folder``."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    from reversion_core.tokenizer_files import write_clip_tokenizer
-
-    torch.manual_seed(0)
-    words = sorted(FUNCTION_WORDS | set(BASIS_PREPOSITIONS) | set(CONTENT_WORDS))
-    write_clip_tokenizer(folder / "tok", words)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tok")
-    text_encoder, vae, unet = tiny_models(tokenizer)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-        prediction_type=prediction_type,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder / "model")
-    shutil.rmtree(folder / "tok")
-    return folder / "model"
 
 
 @pytest.fixture(scope="session")
