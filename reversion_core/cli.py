@@ -237,7 +237,7 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import check_k, describe_relation
+    from .inspection import check_k, describe_relation
     from .relation_file import load_relation
 
     check_k(args.k)

@@ -18,7 +18,8 @@ import pytest
 
 from test_app import ROOT, SHIPPED, free_port, launch_app, make_shipped_relation, wait_until_served
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="the browser test drives Chromium through Playwright: pip install -r requirements-dev.txt")
 CHROMIUM = os.environ.get("REVERSION_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
