@@ -31,3 +31,23 @@ def test_text_encoder_has_the_shipped_width_and_positions_and_fits_its_tokenizer
     shipped = json.loads((MODEL / "text_encoder" / "config.json").read_text())
     assert len(tokenizer) == text_encoder.config.vocab_size
     assert (text_encoder.config.hidden_size, text_encoder.config.max_position_embeddings) == (shipped["hidden_size"], shipped["max_position_embeddings"])
+
+
+def test_unet_to_fp16_halves_the_stored_unet_and_the_pipeline_loads_it_in_fp32(tiny_model_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from reversion_core.base_model import load_pipeline
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    before = load_pipeline(model, device="cpu").unet.state_dict()
+    done = subprocess.run([sys.executable, str(MODEL.parents[1] / "scripts" / "unet_to_fp16.py"), str(model)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with safe_open(model / "unet" / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    after = load_pipeline(model, device="cpu").unet.state_dict()
+    assert all(after[k].dtype == torch.float32 and torch.equal(after[k], before[k].half().float()) for k in before)
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in tiny_model_dir.iterdir())  # no leftovers
