@@ -14,6 +14,21 @@ from reversion_core.testing import build_tiny_model
 torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
 
 
+# Whole modules in the slow and browser tiers (see pyproject.toml's markers; `-m "not slow and not browser"` is
+# the fast tier). Single slow tests carry @pytest.mark.slow where they are defined.
+SLOW_MODULES = {"test_app.py", "test_benchmarks.py"}  # a served app / the benchmark script in subprocesses
+BROWSER_MODULES = {"test_browser.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.path.name
+        if module in SLOW_MODULES or module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny"))
