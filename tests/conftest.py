@@ -18,12 +18,16 @@ torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from
 # the fast tier). Single slow tests carry @pytest.mark.slow where they are defined.
 SLOW_MODULES = {"test_app.py", "test_benchmarks.py"}  # a served app / the benchmark script in subprocesses
 BROWSER_MODULES = {"test_browser.py"}
+SLOW_TESTS = {  # real evaluation runs (on the embedded model; in two accelerate processes)
+    "test_evaluation.py::test_quick_preset_writes_every_table_and_text_to_image_beats_chance",
+    "test_evaluation.py::test_two_accelerate_processes_gather_the_same_records_as_one",
+}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         module = item.path.name
-        if module in SLOW_MODULES or module in BROWSER_MODULES:
+        if module in SLOW_MODULES or module in BROWSER_MODULES or f"{module}::{item.name}" in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
         if module in BROWSER_MODULES:
             item.add_marker(pytest.mark.browser)

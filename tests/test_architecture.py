@@ -33,6 +33,7 @@ def test_text_encoder_has_the_shipped_width_and_positions_and_fits_its_tokenizer
     assert (text_encoder.config.hidden_size, text_encoder.config.max_position_embeddings) == (shipped["hidden_size"], shipped["max_position_embeddings"])
 
 
+@pytest.mark.slow
 def test_unet_to_fp16_halves_the_stored_unet_and_the_pipeline_loads_it_in_fp32(tiny_model_dir, tmp_path):
     import shutil
     import subprocess

@@ -43,3 +43,11 @@ def test_benchmarks_and_scripts_import_the_package_instead_of_loading_files_by_p
         text = path.read_text()
         assert "spec_from_file_location" not in text, path.name
         assert "Path(__file__).resolve().parent))" not in text, path.name  # a script's own folder on sys.path
+
+
+def test_every_test_named_slow_in_conftest_still_exists():
+    from conftest import SLOW_TESTS
+
+    for entry in SLOW_TESTS:
+        module, name = entry.split("::")
+        assert f"def {name}(" in (ROOT / "tests" / module).read_text(), entry

@@ -31,6 +31,7 @@ def random_scenes(n: int, seed: int):
         yield Scene(rel, a, b, str(rng.choice(BACKGROUNDS))), i
 
 
+@pytest.mark.slow
 def test_scorer_reads_fresh_renders_at_least_98_percent_right_per_relation():
     per_relation = {r: [0, 0, 0] for r in RELATION_NAMES}
     for scene, seed in random_scenes(50 * len(RELATION_NAMES), seed=2024):
