@@ -2,7 +2,7 @@
 
 - ``embedded``: the shipped miniature model in ``assets/base-model`` (32 px images, 8x8 latents), loaded through
   ``reversion_core.base_model.load_pipeline`` like any user's model.
-- ``embedded-arch``: the same architecture (from ``scripts/train_base_model.py``) with random weights, for a
+- ``embedded-arch``: the same architecture (``reversion_core.architecture``) with random weights, for a
   machine where the embedded model has not been trained yet.
 - ``tiny``: the test suite's miniature components (16 px, 8x8 latents): structure checks only.
 - ``sd15``: the full Stable Diffusion 1.5 architecture (UNet 859.5M, VAE 83.7M, CLIP ViT-L/14 text encoder
@@ -102,10 +102,9 @@ def _tokenizer(words: list[str], model_max_length: int, pad_to: int | None = Non
 def _ddim():
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    )
+    from reversion_core.architecture import scheduler_config
+
+    return DDIMScheduler(**scheduler_config())
 
 
 def _sd15_components():
@@ -123,24 +122,18 @@ def _sd15_components():
 
 
 def _embedded_arch_components():
-    import importlib.util
+    from reversion_core.architecture import build_components
 
-    spec = importlib.util.spec_from_file_location("train_base_model", REPO / "scripts" / "train_base_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    tokenizer, text_encoder, vae, unet = module.build_components(Path(tempfile.mkdtemp(prefix="bench-embedded-")))
+    tokenizer, text_encoder, vae, unet = build_components(Path(tempfile.mkdtemp(prefix="bench-embedded-")))
     return tokenizer, text_encoder, vae, unet, _ddim()
 
 
 def _tiny_components():
-    """The tests' miniature (``tests/tiny_models.py``: 16 px images, 8x8 latents, 32-dim text)."""
-    import importlib.util
+    """The tests' miniature (``reversion_core.testing``: 16 px images, 8x8 latents, 32-dim text)."""
+    from reversion_core.testing import tiny_models
 
-    spec = importlib.util.spec_from_file_location("tiny_models", REPO / "tests" / "tiny_models.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     tokenizer = _tokenizer(_vocabulary(), 77)
-    text_encoder, vae, unet = module.tiny_models(tokenizer)
+    text_encoder, vae, unet = tiny_models(tokenizer)
     return tokenizer, text_encoder, vae, unet, _ddim()
 
 

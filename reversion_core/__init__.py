@@ -45,8 +45,8 @@ _EXPORTS = {
     "ReportCard": "report_card",
     "score_relation": "report_card",
     "save_report_card": "report_card",
-    "describe_relation": "inspect",
-    "nearest_words": "inspect",
+    "describe_relation": "inspection",
+    "nearest_words": "inspection",
 }
 __all__ = sorted(_EXPORTS)
 

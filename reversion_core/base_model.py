@@ -137,9 +137,9 @@ def _load_single_file(path: Path, config: str | os.PathLike | None, common: dict
         if "pickle" in message.lower() or "weights_only" in message.lower() or "unpickl" in message.lower():
             raise ReVersionError(f"Checkpoint {path.name} holds pickled code, which is never executed; convert it to .safetensors.") from None
         raise ReVersionError(
-            f"Checkpoint {path.name} could not be loaded as a Stable Diffusion 1.x model ({message}); it needs the "
-            "model's component configs, so pass a diffusers folder of the same architecture as single_file_config "
-            "(--single-file-config) or use a diffusers folder instead."
+            f"Checkpoint {path.name} could not be loaded as a Stable Diffusion 1.x model ({message}); a single file "
+            "needs its components' configs: use a diffusers folder of the model instead, or from Python pass "
+            "load_pipeline(..., single_file_config=FOLDER) with a diffusers folder of the same architecture."
         ) from None
 
 

@@ -35,7 +35,10 @@ COMMANDS: dict[str, str] = {
 
 # ----------------------------------------------------------------------------------------------- train
 def _train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("exemplars", nargs="?", help="exemplar folder: images + text.json (not needed with --resume)")
+    p.add_argument(
+        "exemplars", nargs="?",
+        help="exemplar folder: images + text.json (with --resume, default: the exemplars/ copy beside the checkpoint)",
+    )
     p.add_argument("--name", help="relation name (default: the exemplar set's relation or folder name)")
     p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: embedded model, else SD 1.5)")
     p.add_argument("--relations-dir", default="relations", help="where relation folders go (default: relations)")
@@ -72,6 +75,19 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
 
 
+KEPT_EXEMPLARS = "exemplars"  # beside a run's checkpoints: the exemplars it learns from (the app keeps them there too)
+
+
+def _kept_exemplars(checkpoint: Path) -> Path:
+    """The exemplar copy beside a checkpoint file or in a checkpoint folder; one sentence when there is none."""
+    folder = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / KEPT_EXEMPLARS
+    if not (folder / "text.json").is_file():
+        raise ReVersionError(
+            f"{folder} does not exist (checkpoints written before exemplars were kept beside them); give the exemplar folder to learn from."
+        )
+    return folder
+
+
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
@@ -80,7 +96,10 @@ def _train(args: argparse.Namespace) -> int:
     from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
     from .settings import InversionSettings
 
-    if not args.exemplars:
+    exemplars = args.exemplars
+    if not exemplars and args.resume:
+        exemplars = _kept_exemplars(Path(args.resume))
+    if not exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
     checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
     base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
@@ -91,10 +110,15 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir, device=args.device,
     )
     if checkpoint:
-        run = Inversion.from_checkpoint(checkpoint, args.exemplars, args.name, settings, **options)
+        run = Inversion.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
     else:
-        run = Inversion(args.exemplars, args.name, settings, **options)
+        run = Inversion(exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
+    kept = run.checkpoint_dir / KEPT_EXEMPLARS
+    if settings.checkpoint_every and main and not kept.is_dir():  # so that --resume needs only the checkpoint
+        from .training_jobs import save_exemplars
+
+        save_exemplars(run.exemplars, kept)
     if main:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)
         print(
@@ -206,7 +230,7 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import check_k, describe_relation
+    from .inspection import check_k, describe_relation
     from .relation_file import load_relation
 
     check_k(args.k)

@@ -454,7 +454,7 @@ class Studio:
 
     def _run_training(self, job: TrainingJob, make: Callable[[], Any], exemplars: ExemplarSet) -> None:
         """The body of a training thread: build the run, then turn its events into the job's state."""
-        from .inspect import nearest_words
+        from .inspection import nearest_words
         from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
 
         quiet_libraries()

@@ -263,7 +263,7 @@ class GpuRunner:
 
     def _train_on_gpu(self, request: TrainingRequest) -> Iterator[Any]:
         from .base_model import shared_pipeline
-        from .inspect import nearest_words
+        from .inspection import nearest_words
         from .inversion import FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
 
         start = time.perf_counter()

@@ -15,16 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python scripts/...` from a clone, nothing installed
 
 from diffusers import DDIMScheduler, StableDiffusionPipeline  # noqa: E402
 
 from reversion_core.world.relations import RELATION_NAMES  # noqa: E402
-from train_base_model import eval_prompts, evaluate  # noqa: E402
+from reversion_core.world.prompt_accuracy import eval_prompts, evaluate  # noqa: E402
 
 
 def main(argv=None):

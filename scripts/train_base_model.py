@@ -36,67 +36,23 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import CLIPTextModel, CLIPTokenizer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from reversion_core.architecture import (  # noqa: E402
+    MAX_TOKENS, build_text_encoder, build_tokenizer, build_unet, build_vae, scheduler_config,
+)
 from reversion_core.prior import preposition_prior  # noqa: E402
-from reversion_core.tokenizer_files import write_clip_tokenizer  # noqa: E402
-from reversion_core.world.captions import world_vocabulary  # noqa: E402
-from reversion_core.world.dataset import held_out_pairs, random_scene  # noqa: E402
+from reversion_core.world.dataset import random_scene  # noqa: E402
 from reversion_core.world.entities import COLOURS, PATTERNS, SHAPES  # noqa: E402
-from reversion_core.world.language import HELD_OUT_RELATIONS, sentence, training_caption, vague_words  # noqa: E402
+from reversion_core.world.language import training_caption  # noqa: E402
+from reversion_core.world.prompt_accuracy import eval_prompts, evaluate  # noqa: E402
 from reversion_core.world.relations import RELATION_NAMES, RELATIONS  # noqa: E402
-from reversion_core.world.render import SIZE, Scene, render  # noqa: E402
+from reversion_core.world.render import Scene, render  # noqa: E402
 from reversion_core.world.scorer import score  # noqa: E402
 
-MAX_TOKENS = 32
-# 16 latent channels at 8x8 (3x compression): 4 channels blurred the thin noses, strings and patterns away.
-LATENT_CHANNELS = 16
 CAPTIONS_PER_SCENE = 6
 ENTITY_WORDS = list(COLOURS) + list(SHAPES) + list(PATTERNS)
-
-
-def build_tokenizer(folder: Path) -> CLIPTokenizer:
-    write_clip_tokenizer(folder, world_vocabulary(), model_max_length=MAX_TOKENS)
-    return CLIPTokenizer.from_pretrained(folder)
-
-
-def build_text_encoder(tokenizer) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=512, num_hidden_layers=3,
-            num_attention_heads=4, max_position_embeddings=MAX_TOKENS, projection_dim=128,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-
-
-def build_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, sample_size=SIZE,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
-    )
-
-
-def build_unet() -> UNet2DConditionModel:
-    return UNet2DConditionModel(
-        sample_size=SIZE // 4, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, layers_per_block=1,
-        block_out_channels=(64, 128, 128),
-        down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=128, attention_head_dim=4, norm_num_groups=32,
-    )
-
-
-def build_components(tok_dir: Path):
-    """A fresh tokenizer, text encoder, VAE and UNet of the embedded model's architecture (random weights)."""
-    tokenizer = build_tokenizer(tok_dir)
-    return tokenizer, build_text_encoder(tokenizer), build_vae(), build_unet()
-
-
-def scheduler_config():
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
 
 
 def relation_list(text: str | None) -> tuple[str, ...]:
@@ -313,40 +269,6 @@ def train_vae(args, log) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ UNet stage
-def eval_prompts(per_relation: int, seed: int = 123):
-    """Held-out prompts (entity pairs never seen in that relation), level 2 without articles: each named relation
-    by its own phrase, each held-out relation by its first vague word (the plain words that come closest)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for r in RELATION_NAMES:
-        pairs = held_out_pairs(r)
-        word = vague_words(r)[0] if r in HELD_OUT_RELATIONS else RELATIONS[r].phrase
-        for i in rng.permutation(len(pairs))[:per_relation]:
-            a, b = pairs[i]
-            out.append((r, a, b, sentence(Scene(r, a, b), word, 2, articles=False)))
-    return out
-
-
-@torch.no_grad()
-def evaluate(pipe, prompts, steps, guidance, seed=0, batch=64):
-    """Generate every prompt and read it with the world's scorer. Returns relation and both-entities accuracy over
-    the named relations, and relation accuracy per relation (held-out ones included)."""
-    results = []
-    for i in range(0, len(prompts), batch):
-        chunk = prompts[i : i + batch]
-        g = torch.Generator().manual_seed(seed + i)
-        imgs = pipe([p[3] for p in chunk], num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                    output_type="np", height=SIZE, width=SIZE).images
-        for (r, a, b, _), img in zip(chunk, imgs):
-            s = score(img, r, a, b)
-            results.append((r, s.relation_ok, s.entities_ok))
-    relations = list(dict.fromkeys(r for r, _, _ in results))
-    per = {r: float(np.mean([ok for rr, ok, _ in results if rr == r])) for r in relations}
-    named = [r for r in relations if r not in HELD_OUT_RELATIONS]
-    ent = float(np.mean([e for r, _, e in results if r in named]))
-    return float(np.mean([per[r] for r in named])), ent, per
-
-
 def encode_latents(vae, images: np.ndarray, vae_folder: Path, args) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE's latent means and standard deviations of the pool, kept in --pool-cache under the VAE weights' hash
     (encoding 30000 images is minutes on a busy CPU, and every continuation needs the same latents)."""

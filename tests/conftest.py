@@ -9,40 +9,28 @@ import pytest
 import torch
 from PIL import Image
 
-from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS
-from tiny_models import tiny_models
+from reversion_core.testing import build_tiny_model
 
 torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
 
-CONTENT_WORDS = (
-    "circle square triangle diamond red green blue yellow purple striped dotted big small shape picture background "
-    "cat box rabbit carrot painting wall photo plain"
-).split()
+
+# Whole modules in the slow and browser tiers (see pyproject.toml's markers; `-m "not slow and not browser"` is
+# the fast tier). Single slow tests carry @pytest.mark.slow where they are defined.
+SLOW_MODULES = {"test_app.py", "test_benchmarks.py"}  # a served app / the benchmark script in subprocesses
+BROWSER_MODULES = {"test_browser.py"}
+SLOW_TESTS = {  # real evaluation runs (on the embedded model; in two accelerate processes)
+    "test_evaluation.py::test_quick_preset_writes_every_table_and_text_to_image_beats_chance",
+    "test_evaluation.py::test_two_accelerate_processes_gather_the_same_records_as_one",
+}
 
 
-def build_tiny_model(folder: Path, prediction_type: str = "epsilon") -> Path:
-    """Save a miniature StableDiffusionPipeline (16 px images, 8x8 latents, 32-dim text) to ``folder``."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
-    from reversion_core.tokenizer_files import write_clip_tokenizer
-
-    torch.manual_seed(0)
-    words = sorted(FUNCTION_WORDS | set(BASIS_PREPOSITIONS) | set(CONTENT_WORDS))
-    write_clip_tokenizer(folder / "tok", words)
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tok")
-    text_encoder, vae, unet = tiny_models(tokenizer)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-        prediction_type=prediction_type,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder / "model")
-    shutil.rmtree(folder / "tok")
-    return folder / "model"
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.path.name
+        if module in SLOW_MODULES or module in BROWSER_MODULES or f"{module}::{item.name}" in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

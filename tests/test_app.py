@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = pytest.importorskip(
+    "gradio_client", reason="the app tests call the server through gradio_client: pip install -r requirements-dev.txt")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -125,7 +126,7 @@ def write_image(path: Path, colour=(200, 40, 40)) -> Path:
 
 # ----------------------------------------------------------------------------------------------- the happy paths
 def test_lists_the_shipped_relation(client):
-    assert relation_names(client) == [SHIPPED]
+    assert SHIPPED in relation_names(client)  # beside whatever the module's other tests trained or imported before
 
 
 def test_generates_images_with_a_shipped_relation(client):

@@ -34,6 +34,7 @@ def test_train_then_generate_then_inspect(exemplar_dir, tiny_model_dir, tmp_path
     assert len(out.split("nearest")[1].split(",")) == 10
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "reversion_core", "train", str(tmp_path / "missing")],

@@ -3,6 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reversion_core.base_model import base_model_id, load_pipeline, text_encoder_hash
 from reversion_core.errors import ReVersionError
 from reversion_core.inversion import (
     CheckpointEvent, FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent,
@@ -42,7 +43,7 @@ def test_only_the_placeholder_row_changes_and_every_weight_stays_bit_identical(e
         assert all(torch.equal(before[name][k], after[name][k]) for k in before[name]), name
 
 
-def test_events_report_each_step_and_the_saved_relation(exemplar_dir, tmp_path, tiny_pipeline):
+def test_events_report_each_step_and_the_saved_relation(exemplar_dir, tmp_path, tiny_pipeline, tiny_model_dir):
     events = list(run(exemplar_dir, tmp_path, tiny_pipeline))
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [e.step for e in steps] == [1, 2, 3] and all(e.total_steps == 3 for e in steps)
@@ -55,7 +56,8 @@ def test_events_report_each_step_and_the_saved_relation(exemplar_dir, tmp_path, 
     assert card["steps"] == 3 and card["token"] == "<R>" and card["embedding_dim"] == 32
     assert card["exemplar_captions"]["2.png"] == ["green triangle <R> yellow square"]
     assert set(card["final_losses"]) == {"loss", "denoise", "steer"} and card["settings"]["temperature"] == 0.07
-    assert card["base_model"].endswith(finished.relation.base_model_id.rsplit("#")[-1])
+    fresh = load_pipeline(tiny_model_dir, device="cpu")  # the id computed apart from the run: folder name and hash
+    assert card["base_model"] == base_model_id(fresh, tiny_model_dir) == f"model#{text_encoder_hash(fresh.text_encoder)}"
     assert list(load_file(finished.path / "learned_embeds.safetensors")) == ["<R>"]
 
 

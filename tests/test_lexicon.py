@@ -7,8 +7,30 @@ from reversion_core import lexicon
 from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS, content_words, pos_backend
 
 
-def test_basis_prepositions_are_the_56_of_table_a4():
-    assert len(BASIS_PREPOSITIONS) == 56 and {"above", "beneath", "toward", "with"} <= set(BASIS_PREPOSITIONS)
+# Table A4 of the paper as printed: four columns, read top to bottom, left to right.
+TABLE_A4 = """
+aboard     astride    in         regarding
+about      at         including  round
+above      atop       inside     through
+across     before     into       throughout
+after      behind     near       to
+against    below      of         toward
+along      beneath    off        towards
+alongside  beside     on         under
+amid       between    onto       underneath
+amidst     beyond     opposite   up
+among      by         out        upon
+amongst    down       outside    versus
+anti       following  over       with
+around     from       past       within
+"""
+
+
+def test_basis_prepositions_are_the_56_of_table_a4_in_its_order():
+    rows = [line.split() for line in TABLE_A4.strip().splitlines()]
+    columns = [word for column in zip(*rows) for word in column]
+    assert len(columns) == 56
+    assert BASIS_PREPOSITIONS == tuple(columns)
 
 
 def test_content_words_are_nouns_and_adjectives_without_function_words():

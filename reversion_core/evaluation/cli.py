@@ -1,7 +1,9 @@
 """``python -m reversion_core evaluate``: the paper's comparison and ablation as one command.
 
     python -m reversion_core evaluate --preset quick
-    accelerate launch --num_processes 2 --cpu -m reversion_core evaluate --preset headline --out docs/evaluation/headline
+    accelerate launch --multi_gpu --num_processes 2 -m reversion_core evaluate --preset headline --out results/evaluation/headline
+
+Without a GPU, ``--multi_gpu`` is the route that starts several CPU processes (accelerate's ``--cpu`` starts one).
 
 A preset fills every setting; flags given beside it override single settings. Heavy imports happen in ``run``.
 """
