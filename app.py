@@ -122,6 +122,14 @@ def limits_from_env(env: typing.Mapping[str, str] | None = None) -> Limits:
     return dataclasses.replace(Limits(), **changes)
 
 
+def file_size_bytes(size: str) -> int:
+    """``"64mb"`` -> bytes (the units gradio's max_file_size takes: b, kb, mb, gb, powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*", str(size).lower())
+    if not match:
+        raise ReVersionError(f"The largest upload must be a size such as 64mb, not {size!r}.")
+    return int(float(match[1]) * 1024 ** ("b", "kb", "mb", "gb").index(match[2] or "b"))
+
+
 def make_temp_dir(named: str | None = None) -> Path:
     """The app's temp folder: the one named (REVERSION_TEMP_DIR), else a fresh private one (mode 0700, random name)
     that is removed when the app exits; a shared fixed path could be planted with files that the app then serves."""
@@ -295,7 +303,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
     first_set = benchmark_sets[0] if benchmark_sets else None
     defaults = TrainForm()
     lim = studio.workspaces.limits if studio.workspaces is not None else None
-    max_steps = min(3000, lim.train_steps) if lim is not None else 3000
+    steps_info = f"at most {lim.train_steps} a run here" if lim is not None else None
     built_name = studio.shared.free_name(first_set) if first_set and not studio.public else (first_set or "")
 
     @handler(studio)
@@ -317,21 +325,23 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         return shelf.free_name(set_name) if set_name and current == built_name else gr.skip()
 
     def exemplars_and_name(form: TrainForm, shelf):
+        """The click's exemplars, the relation's name and the bytes of upload it brings."""
+        incoming = 0
         if form.from_benchmark:
             exemplars = st.load_benchmark_set(studio.benchmark_dir, form.set_name)
         else:
-            shelf.check_upload(form.files)
+            incoming = shelf.check_upload(form.files)
             exemplars = exemplars_from_files(form.files, form.captions)
         name = form.name.strip() or (shelf.free_name(form.set_name) if form.from_benchmark and form.set_name else "")
         if not name:
             raise ReVersionError("Give the relation a name, such as 'painted_on'.")
-        return exemplars, check_name(name)
+        return exemplars, check_name(name), incoming
 
     @handler(studio, TrainForm)
     def prepare_training(form, shelf, owner):
         """Check a training's inputs without starting it: the status line it would start with, or the error."""
-        _, name = exemplars_and_name(form, shelf)
-        studio.check_training(name, form.settings(), form.overwrite, shelf)
+        _, name, incoming = exemplars_and_name(form, shelf)
+        studio.check_training(name, form.settings(), form.overwrite, shelf, incoming)
         studio.slot.forget(owner)
         return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{name}**: loading the base model..."
 
@@ -340,8 +350,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         """Learn a relation from a benchmark set (source 'Benchmark set', set_name from /list_benchmark_sets) or from
         uploaded images with captions (source 'Upload'); streams status, loss plots, previews and nearest words.
         The training runs on the server: a closed connection stops only the stream, /stop stops the run."""
-        exemplars, name = exemplars_and_name(form, shelf)
-        yield from stream(studio.train(owner, exemplars, name, form.settings(), form.overwrite, shelf), shelf, request)
+        exemplars, name, incoming = exemplars_and_name(form, shelf)
+        yield from stream(studio.train(owner, exemplars, name, form.settings(), form.overwrite, shelf, incoming), shelf, request)
 
     @handler(studio)
     def continue_training(name=None, more_steps=None, shelf=None, owner=None, request=None):
@@ -398,7 +408,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name" if not studio.public else
                                         "Overwrite one of your relations of the same name", value=False, elem_id="overwrite")
                 with gr.Row():
-                    steps = _int_slider(1, max_steps, min(defaults.steps, max_steps), "Steps", elem_id="train-steps")
+                    steps = _int_slider(1, 3000, defaults.steps, "Steps", elem_id="train-steps", info=steps_info)
                     seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
                 with gr.Row():
                     lr = gr.Number(value=defaults.learning_rate, label="Learning rate (x batch x accumulation)",
@@ -428,7 +438,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                         page.continue_name = continue_name = gr.Dropdown(
                             studio.continuable() if not studio.public else [], label="Relation to continue",
                             elem_id="continue-name", scale=2, allow_custom_value=True)  # choices grow
-                        more_steps = _int_slider(1, max_steps, 100, "More steps", elem_id="more-steps", scale=2)
+                        more_steps = _int_slider(1, 3000, 100, "More steps", elem_id="more-steps", scale=2)
                     continue_btn = gr.Button("Continue training", elem_id="continue-start")
             with gr.Column(scale=1):
                 train_status = gr.Markdown("Idle.", label="Status", elem_id="train-status")
@@ -714,8 +724,11 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo(studio)
     demo.queue(default_concurrency_limit=1)
     allowed = [str(studio.relations_dir), str(APP_DIR / "assets"), str(temp_dir)]  # never the visitors' workspaces
+    max_file_size = args.max_file_size
+    if studio.workspaces is not None:  # a stranger's upload is refused by the server before it is stored
+        max_file_size = min(file_size_bytes(args.max_file_size), int(studio.workspaces.limits.upload_mb * 2**20))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, allowed_paths=allowed,
-                max_file_size=args.max_file_size, css=CSS, footer_links=["api"], show_error=False,
+                max_file_size=max_file_size, css=CSS, footer_links=["api"], show_error=False,
                 prevent_thread_lock=True)
     studio.warm_up()  # load the base model in the background once the page is served
     demo.block_thread()

@@ -295,24 +295,27 @@ class Studio:
 
     # ------------------------------------------------------------------------------------------- training
     def check_training(self, name: str, settings: InversionSettings, overwrite: bool = False,
-                       shelf: Shelf | None = None) -> None:
-        """Everything a training is refused for before it starts: the name, the quotas and the GPU time cap."""
+                       shelf: Shelf | None = None, incoming: int = 0) -> None:
+        """Everything a training is refused for before it starts: the name, the quotas (``incoming`` bytes of exemplars
+        it will keep), the visitor's one training place and the GPU time cap."""
         shelf = shelf or self.shared
-        shelf.check_new(name, overwrite)
+        shelf.check_new(name, overwrite, incoming)
         shelf.check_steps(settings.max_train_steps)
+        with shelf.training():  # refused now, not after the page was told it starts
+            pass
         if self.cap_s is not None:
             self.runner().check_training(settings)
 
     def train(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-              overwrite: bool = False, shelf: Shelf | None = None) -> Iterator[TrainUpdate]:
+              overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> Iterator[TrainUpdate]:
         """Start a training on the server and follow it; the last update names the saved relation."""
-        yield from self.start_training(owner, exemplars, name, settings, overwrite, shelf).updates()
+        yield from self.start_training(owner, exemplars, name, settings, overwrite, shelf, incoming).updates()
 
     def start_training(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-                       overwrite: bool = False, shelf: Shelf | None = None) -> TrainingJob:
+                       overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> TrainingJob:
         """Queue a training of a new relation; it runs in a server thread until it ends, page or no page."""
         shelf = shelf or self.shared
-        self.check_training(name, settings, overwrite, shelf)
+        self.check_training(name, settings, overwrite, shelf, incoming)
         return self._submit(owner, shelf, name, exemplars, settings, overwrite)
 
     def continuable(self, shelf: Shelf | None = None) -> list[str]:
