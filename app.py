@@ -12,6 +12,7 @@ import atexit
 import dataclasses
 import functools
 import html
+import importlib.util
 import inspect
 import logging
 import os
@@ -648,6 +649,17 @@ def entity_examples(benchmark_dir: Path, count: int = 6) -> list[list[str]]:
     return out
 
 
+def sign_in_available() -> bool:
+    """Whether the Space enables "Sign in with Hugging Face" (``hf_oauth: true`` sets OAUTH_CLIENT_ID) and gradio's
+    OAuth extra is installed; without sign-in each browser is one visitor."""
+    if not os.environ.get("OAUTH_CLIENT_ID"):
+        return False
+    if importlib.util.find_spec("authlib") is None:
+        log.warning("sign-in is enabled on this Space but gradio[oauth] is not installed; each browser is one visitor")
+        return False
+    return True
+
+
 def build_demo(studio: st.Studio) -> gr.Blocks:
     """The page: a header saying what runs where, then the Train, Generate and Benchmark tabs."""
     def list_relations(request: gr.Request) -> list[str]:
@@ -668,7 +680,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         page = Page(tabs=None, owner=gr.State(None))
         with gr.Row():
             gr.Markdown(header_text(studio), elem_id="header")
-            if studio.public and os.environ.get("OAUTH_CLIENT_ID"):  # the Space enables sign-in (hf_oauth: true)
+            if studio.public and sign_in_available():
                 gr.LoginButton(scale=0)
         with gr.Tabs() as page.tabs:
             build_train_tab(studio, page)
