@@ -152,6 +152,10 @@ def test_a_training_lands_in_the_visitors_workspace_and_nowhere_else(public_app)
     assert not (public_app[1] / "alices_run").exists() and len(own_folder(public_app[2], "alices_run")) == 1
     message = error_of(lambda: bob.predict("alices_run", 2, api_name="/continue_training"))
     assert message == "There is no relation named 'alices_run' among the shipped relations and yours."
+    runs = list(public_app[2].glob("workspaces/v-*/runs/alices_run"))
+    assert len(runs) == 1 and list(runs[0].glob("step-*.pt"))  # kept for continuing, in alice's workspace
+    alice.predict("alices_run", api_name="/delete_relation")
+    assert "alices_run" not in names(alice) and not runs[0].exists()  # deleting leaves nothing of it behind
 
 
 # ----------------------------------------------------------------------------------------------- quotas

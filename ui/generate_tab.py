@@ -49,7 +49,7 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
     def delete_relation(name, shelf, request):
         if not name:
             raise ReVersionError("Choose a relation first.")
-        shelf.workspace.delete(name)
+        shelf.delete(name)
         gr.Info(for_page(f"Deleted relation {name}.", request))
         return relation_choices(studio, shelf), unusable_text(studio, shelf)
 
