@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from
 
 # Whole modules in the slow and browser tiers (see pyproject.toml's markers; `-m "not slow and not browser"` is
 # the fast tier). Single slow tests carry @pytest.mark.slow where they are defined.
-SLOW_MODULES = {"test_app.py", "test_benchmarks.py"}  # a served app / the benchmark script in subprocesses
+SLOW_MODULES = {"test_app.py", "test_app_public.py", "test_benchmarks.py"}  # a served app / the benchmark script in subprocesses
 BROWSER_MODULES = {"test_browser.py"}
 SLOW_TESTS = {  # real evaluation runs (on the embedded model; in two accelerate processes)
     "test_evaluation.py::test_quick_preset_writes_every_table_and_text_to_image_beats_chance",
