@@ -1,0 +1,195 @@
+"""The report card in the app: a "Score this relation" button, a progress bar, the card's table and its marked grid.
+
+The functions before ``build_score_panel`` are plain Python (no gradio): score a relation for the app, and turn a
+fresh or a saved card into what the panel shows. ``build_score_panel`` lays the panel out inside a tab and wires it
+to that tab's relation selector; ``app.py`` calls it once for the Train tab and once for the Generate tab.
+
+A card is saved into the relation's ``card.json`` (and its grid into ``report_card.png``) unless the relation is
+read-only here: in public mode the shipped relations belong to nobody, so their card is shown but not saved.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from PIL import Image
+
+from .errors import ReVersionError
+from .relation_file import RelationPrompt, check_name, load_relation
+from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, score_relation, summary_table
+
+if TYPE_CHECKING:
+    from .studio import Studio
+
+TABLE_HEADERS = ["figure", "with <R>", "relation's phrase", "chance"]
+LEGEND = ("Frames: green, relation and both entities right; orange, relation right but an entity wrong; red, "
+          "relation wrong; grey, not read.")
+NO_CARD = "No report card yet: **Score this relation** generates it on entity pairs the exemplars do not show."
+SCORER_NAMES = {"world": "the world's scorer", "clip": "CLIP"}
+
+
+@dataclass
+class CardView:
+    """What the panel shows: a Markdown paragraph, the table's rows and the marked grid (None: no grid)."""
+
+    text: str
+    table: list[list[str]]
+    grid: Image.Image | None
+
+
+def describe(summary: dict[str, Any], name: str) -> str:
+    """One paragraph on a card: what was scored, how, when and how long it took, and the card's own note."""
+    scorer = SCORER_NAMES.get(summary.get("kind"), str(summary.get("kind")))
+    pairs = len(summary.get("pairs") or [])
+    bits = [f"Report card of **{name}** on {pairs} held-out entity pairs, read by {scorer}"]
+    if summary.get("steps") is not None:
+        bits.append(f"{summary['steps']} denoising steps")
+    if summary.get("seconds") is not None:
+        bits.append(f"{float(summary['seconds']):.0f} s")
+    if summary.get("created_at"):
+        bits.append(f"scored {summary['created_at']}")
+    text = ", ".join(bits) + "."
+    if summary.get("reference_prompt"):
+        text += f" The phrase column writes `{summary['reference_prompt']}` in place of `<R>`."
+    if summary.get("note"):
+        text += f" {summary['note']}"
+    return text
+
+
+def card_view(card: ReportCard, saved: str) -> CardView:
+    """The view of a card just scored; ``saved`` is the sentence that says whether and where it was saved."""
+    return CardView(f"{describe(card.summary(), card.relation)} {saved}\n\n{LEGEND}", card.table(), card.grid())
+
+
+def saved_card_view(relation: RelationPrompt) -> CardView:
+    """The view of the card saved in a relation's ``card.json``, or a line saying it has none."""
+    summary, grid = saved_report_card(relation)
+    if summary is None:
+        return CardView(NO_CARD, [], None)
+    name = relation.path.name if relation.path is not None else relation.name
+    return CardView(f"{describe(summary, name)}\n\n{LEGEND if grid is not None else ''}".strip(), summary_table(summary), grid)
+
+
+def score_for_app(
+    relation: RelationPrompt,
+    generator,
+    save: bool = True,
+    pairs: int = DEFAULT_PAIRS,
+    progress: Callable[[int, int], None] | None = None,
+    lock: contextlib.AbstractContextManager | None = None,
+) -> CardView:
+    """Score ``relation`` with ``generator`` (holding ``lock``, the app's one pipeline, while it generates), save the
+    card unless ``save`` is false, and return the view. A card that cannot be written is still shown, with why."""
+    with lock if lock is not None else contextlib.nullcontext():
+        card = score_relation(relation, generator, pairs=pairs, progress=progress)
+    if not save:
+        return card_view(card, "This is a shipped relation, which is read-only here, so the card is shown but not saved.")
+    try:
+        path = save_report_card(relation, card)
+    except OSError as exc:
+        return card_view(card, f"The card could not be saved ({exc.strerror or type(exc).__name__}); it is shown here only.")
+    return card_view(card, f"Saved into `{path.parent.name}/{path.name}`.")
+
+
+def read_only_in(folder: str | os.PathLike | None) -> Callable[[RelationPrompt], bool]:
+    """A test for relations that must not be written: those inside ``folder`` (None: every relation is writable)."""
+    root = Path(folder).resolve() if folder is not None else None
+
+    def read_only(relation: RelationPrompt) -> bool:
+        return root is not None and relation.path is not None and Path(relation.path).resolve().is_relative_to(root)
+
+    return read_only
+
+
+# ----------------------------------------------------------------------------------------------- the panel
+@dataclass
+class ScorePanel:
+    """The panel's components (the app may wire more events to them)."""
+
+    button: Any
+    pairs: Any
+    text: Any
+    table: Any
+    grid: Any
+    box: Any
+
+
+def build_score_panel(
+    studio: Studio,
+    relation: Any,
+    read_only: Callable[[RelationPrompt], bool] = read_only_in(None),
+    errors: Callable[[Callable], Callable] | None = None,
+    api_name: str | None = None,
+    hidden_until_chosen: bool = False,
+    elem_prefix: str = "score",
+) -> ScorePanel:
+    """Lay out the report-card panel where it is called (inside a tab) and wire it to ``relation``, the component
+    whose value names the relation to score. The saved card is shown whenever ``relation`` changes (and on load).
+
+    ``errors`` wraps each handler (the app passes its one-sentence error wrapper); ``api_name`` makes the scoring
+    an API endpoint (else it is private); ``hidden_until_chosen`` keeps the panel hidden while ``relation`` is empty
+    (the Train tab's, until a run has saved a relation)."""
+    import gradio as gr
+
+    wrap = errors or _one_sentence_errors
+
+    @wrap
+    def score(name, pairs=DEFAULT_PAIRS, progress=gr.Progress()):
+        """Score a relation on held-out entity pairs (one image each, and one with the relation's phrase): the
+        card's paragraph, its table and the marked grid."""
+        pairs = DEFAULT_PAIRS if pairs is None else pairs
+        if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or pairs != int(pairs):
+            raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
+        progress(0, desc="Loading the base model")
+        chosen = studio.relation(name)  # refuses a relation of another base model in one sentence
+        generator = studio.generator()
+
+        def tick(done: int, total: int) -> None:
+            progress((done, total), desc="Scoring", unit="images")
+
+        view = score_for_app(chosen, generator, save=not read_only(chosen), pairs=int(pairs), progress=tick,
+                             lock=studio.model_lock)
+        return view.text, view.table, view.grid
+
+    @wrap
+    def show_saved(name):
+        if not name:
+            return gr.Column(visible=not hidden_until_chosen), NO_CARD, [], None
+        try:
+            view = saved_card_view(load_relation(check_name(name), studio.relations_dir))
+        except ReVersionError:  # the relation's own view says what is wrong with it
+            view = CardView("", [], None)
+        return gr.Column(visible=True), view.text, view.table, view.grid
+
+    with gr.Column(visible=not hidden_until_chosen, elem_id=f"{elem_prefix}-panel") as box:
+        with gr.Row():
+            button = gr.Button("Score this relation", elem_id=f"{elem_prefix}-button", scale=3)
+            pairs = gr.Number(value=DEFAULT_PAIRS, precision=0, minimum=1, maximum=MAX_PAIRS, label="Entity pairs",
+                              elem_id=f"{elem_prefix}-pairs", scale=1)
+        text = gr.Markdown(elem_id=f"{elem_prefix}-text")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table")
+        grid = gr.Image(label="Scored images (frame: right or wrong)", format="png", interactive=False,
+                        elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")
+    button.click(score, [relation, pairs], [text, table, grid], api_name=api_name,
+                 api_visibility="public" if api_name else "private", concurrency_id="generate")
+    gr.on(None, show_saved, relation, [box, text, table, grid], api_visibility="private")
+    return ScorePanel(button, pairs, text, table, grid, box)
+
+
+def _one_sentence_errors(fn: Callable) -> Callable:
+    """A ReVersionError as a one-sentence Gradio error (the app passes its own wrapper, which also logs)."""
+    import functools
+
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ReVersionError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+    return wrapper

@@ -1,0 +1,220 @@
+"""The report-card panel: its plain logic on a stand-in world painter, then the panel in a minimal Blocks driven
+through gradio_client on a miniature model of the world's size (so the world's scorer reads its images)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from reversion_core.relation_file import RelationPrompt, load_relation, save_relation
+from reversion_core.report_card import GRID_FILE, MARK_COLOURS
+from reversion_core.score_panel import NO_CARD, read_only_in, saved_card_view, score_for_app
+from reversion_core.world import COLOURS, RELATION_NAMES, SHAPES
+from test_report_card import WorldPainter as PlainPainter
+from test_report_card import world_relation
+
+CHANCE = f"{1 / len(RELATION_NAMES):.2f}"
+
+
+class Held(contextlib.AbstractContextManager):
+    """A lock stand-in that records whether it is held."""
+
+    held = False
+
+    def __enter__(self):
+        self.held = True
+        return self
+
+    def __exit__(self, *exc):
+        self.held = False
+
+
+class WorldPainter(PlainPainter):
+    """The stand-in world painter with a pipeline that looks like the world's (32 px, world words), so the app's
+    automatic scorer choice picks the world's scorer."""
+
+    pipeline = SimpleNamespace(
+        unet=SimpleNamespace(config=SimpleNamespace(sample_size=4)), vae_scale_factor=8,
+        tokenizer=SimpleNamespace(get_vocab=lambda: {f"{w}</w>": i for i, w in enumerate((*SHAPES, *COLOURS))}),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- the logic
+def test_scoring_saves_the_card_and_its_grid_and_reports_progress(tmp_path):
+    relation = world_relation(tmp_path)
+    seen = []
+    view = score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=4, progress=lambda d, t: seen.append((d, t)))
+    assert view.table[0] == ["relation right", "1.00", "0.00", CHANCE]
+    assert "Report card of **above** on 4 held-out entity pairs, read by the world's scorer" in view.text
+    assert "Saved into `above/card.json`." in view.text and seen[-1] == (8, 8)
+    folder = tmp_path / "relations" / "above"
+    saved = json.loads((folder / "card.json").read_text())["report_card"]
+    assert saved["grid"] == GRID_FILE and saved["metrics"]["relation_accuracy"] == 1.0
+    with Image.open(folder / GRID_FILE) as grid:
+        assert grid.size == view.grid.size == (4 * 104, 104)  # 4 cells of 96 px in 4 px frames
+        assert grid.convert("RGB").getpixel((1, 1)) == MARK_COLOURS["right"]
+
+
+def test_a_read_only_relation_is_scored_but_not_saved(tmp_path):
+    relation = world_relation(tmp_path)
+    card_file = tmp_path / "relations" / "above" / "card.json"
+    before = card_file.read_bytes()
+    view = score_for_app(relation, WorldPainter(tmp_path / "relations"), save=False, pairs=2)
+    assert view.text.count("This is a shipped relation, which is read-only here, so the card is shown but not saved.") == 1
+    assert view.table[0][1] == "1.00" and view.grid is not None
+    assert card_file.read_bytes() == before and not (card_file.parent / GRID_FILE).exists()
+
+
+def test_read_only_in_marks_the_relations_of_one_folder(tmp_path):
+    relation = world_relation(tmp_path)
+    assert read_only_in(tmp_path / "relations")(relation) is True
+    assert read_only_in(tmp_path / "elsewhere")(relation) is False
+    assert read_only_in(None)(relation) is False
+
+
+def test_a_card_that_cannot_be_written_is_shown_with_the_reason(tmp_path, monkeypatch):
+    def refuse(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("reversion_core.score_panel.save_report_card", refuse)
+    view = score_for_app(world_relation(tmp_path), WorldPainter(tmp_path / "relations"), pairs=2)
+    assert "The card could not be saved (Permission denied); it is shown here only." in view.text and view.table
+
+
+def test_the_pipeline_lock_is_held_while_images_are_generated(tmp_path):
+    lock, during = Held(), []
+
+    class Watching(WorldPainter):
+        def generate_prompts(self, *args, **kwargs):
+            during.append(lock.held)
+            return super().generate_prompts(*args, **kwargs)
+
+    score_for_app(world_relation(tmp_path), Watching(tmp_path / "relations"), pairs=2, lock=lock)
+    assert during == [True, True] and not lock.held
+
+
+def test_the_saved_card_is_shown_again_from_the_relation_folder(tmp_path):
+    relation = world_relation(tmp_path)
+    fresh = score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=3)
+    again = saved_card_view(load_relation("above", tmp_path / "relations"))
+    assert again.table == fresh.table and again.grid.size == fresh.grid.size
+    assert again.text.startswith("Report card of **above** on 3 held-out entity pairs") and "Frames: green" in again.text
+
+
+def test_a_relation_without_a_card_says_so(tmp_path):
+    view = saved_card_view(world_relation(tmp_path))
+    assert (view.text, view.table, view.grid) == (NO_CARD, [], None)
+
+
+def test_a_card_naming_a_missing_grid_shows_the_table_without_it(tmp_path):
+    relation = world_relation(tmp_path)
+    score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=2)
+    (tmp_path / "relations" / "above" / GRID_FILE).unlink()
+    view = saved_card_view(load_relation("above", tmp_path / "relations"))
+    assert view.grid is None and view.table[0][1] == "1.00" and "Frames" not in view.text
+
+
+# ----------------------------------------------------------------------------------------------- the panel
+def world_sized_model(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tests' tiny model drawing 32 px images (16x16 latents): the world's size, and its words are in the
+    tiny vocabulary, so the report card reads its (random) images with the world's scorer."""
+    shutil.copytree(tiny_model_dir, folder)
+    config_path = folder / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["sample_size"] = 16
+    config_path.write_text(json.dumps(config))
+    return folder
+
+
+def save_world_relation(model_dir: Path, relations_dir: Path, name: str) -> None:
+    """A relation learned (here: drawn at random) on ``model_dir`` from the world's 'above' exemplars."""
+    from reversion_core.base_model import base_model_id, load_pipeline
+
+    pipe = load_pipeline(model_dir, device="cpu")
+    vector = torch.randn(pipe.text_encoder.get_input_embeddings().weight.shape[1], generator=torch.Generator().manual_seed(0))
+    card = {"base_model": base_model_id(pipe, model_dir), "steps": 100, "status": "finished",
+            "relation": {"name": "above", "nuisance": {"target": "background", "pattern": "dotted"}}}
+    save_relation(RelationPrompt(name, "<R>", vector, card), relations_dir)
+
+
+@pytest.fixture(scope="module")
+def world_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return world_sized_model(tiny_model_dir, tmp_path_factory.mktemp("world_sized") / "model")
+
+
+@pytest.fixture(scope="module")
+def panel_app(world_model_dir, tmp_path_factory):
+    """A minimal Blocks with a relation dropdown and the panel, served in-process: (url, relations folder)."""
+    gr = pytest.importorskip("gradio")
+    from reversion_core.score_panel import build_score_panel
+    from reversion_core.studio import Studio
+    from test_app import free_port
+
+    base = tmp_path_factory.mktemp("panel")
+    relations_dir = base / "relations"
+    for name in ("mine", "shipped"):
+        save_world_relation(world_model_dir, relations_dir if name == "mine" else base / "shipped", name)
+    shutil.move(str(base / "shipped" / "shipped"), relations_dir / "shipped")
+    studio = Studio(world_model_dir, relations_dir, temp_dir=base / "tmp", device="cpu")
+    shipped = relations_dir / "shipped"
+    with gr.Blocks() as demo:
+        relation = gr.Dropdown(["mine", "shipped"], value="mine", label="Relation", allow_custom_value=True)
+        build_score_panel(studio, relation, read_only=lambda r: Path(r.path).resolve() == shipped.resolve(),
+                          api_name="score_relation")
+    demo.queue(default_concurrency_limit=1)
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", relations_dir
+    finally:
+        demo.close()
+
+
+def test_the_panel_scores_through_the_api_and_saves_the_card(panel_app):
+    from gradio_client import Client
+
+    url, relations_dir = panel_app
+    text, table, grid = Client(url, verbose=False).predict("mine", 8, api_name="/score_relation")
+    assert "Report card of **mine** on 8 held-out entity pairs, read by the world's scorer" in text
+    assert [row[0] for row in table["data"]] == ["relation right", "both entities right", "nuisance leaked (lower is better)"]
+    assert table["headers"] == ["figure", "with <R>", "relation's phrase", "chance"] and table["data"][0][3] == CHANCE
+    with Image.open(grid) as image:
+        assert image.size == (8 * 104, 104)
+        frames = {image.convert("RGB").getpixel((x * 104 + 1, y * 104 + 1)) for x in range(8) for y in range(1)}
+    assert frames <= {MARK_COLOURS["right"], MARK_COLOURS["entities wrong"], MARK_COLOURS["wrong"]}
+    saved = json.loads((relations_dir / "mine" / "card.json").read_text())["report_card"]
+    assert [f"{v:.2f}" for v in saved["metrics"].values()] == [row[1] for row in table["data"]]
+
+
+def test_the_panel_scores_a_read_only_relation_without_saving(panel_app):
+    from gradio_client import Client
+
+    url, relations_dir = panel_app
+    text, table, _ = Client(url, verbose=False).predict("shipped", 2, api_name="/score_relation")
+    assert "so the card is shown but not saved" in text and len(table["data"]) == 3
+    assert "report_card" not in json.loads((relations_dir / "shipped" / "card.json").read_text())
+
+
+def test_the_panel_refuses_an_unknown_relation_in_one_sentence(panel_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="No relation named 'nothing' in"):
+        Client(panel_app[0], verbose=False).predict("nothing", 2, api_name="/score_relation")
+
+
+@pytest.mark.parametrize("pairs, message", [(0, "Value 0 is less than minimum value 1."),
+                                            (201, "Value 201 is greater than maximum value 200.")])
+def test_the_panel_refuses_pair_counts_out_of_range(panel_app, pairs, message):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=re.escape(message)):
+        Client(panel_app[0], verbose=False).predict("mine", pairs, api_name="/score_relation")
