@@ -13,7 +13,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from PIL import Image
 
@@ -124,6 +124,7 @@ def build_score_panel(
     errors: Callable[[Callable], Callable] | None = None,
     api_name: str | None = None,
     hidden_until_chosen: bool = False,
+    refresh_on: Sequence[Any] = (),
     elem_prefix: str = "score",
 ) -> ScorePanel:
     """Lay out the report-card panel where it is called (inside a tab) and wire it to ``relation``, the component
@@ -131,7 +132,8 @@ def build_score_panel(
 
     ``errors`` wraps each handler (the app passes its one-sentence error wrapper); ``api_name`` makes the scoring
     an API endpoint (else it is private); ``hidden_until_chosen`` keeps the panel hidden while ``relation`` is empty
-    (the Train tab's, until a run has saved a relation)."""
+    (the Train tab's, until a run has saved a relation); ``refresh_on`` lists more triggers (such as a tab's
+    ``select``) that show the saved card again, since another panel may have scored the same relation."""
     import gradio as gr
 
     wrap = errors or _one_sentence_errors
@@ -173,9 +175,11 @@ def build_score_panel(
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table")
         grid = gr.Image(label="Scored images (frame: right or wrong)", format="png", interactive=False,
                         elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")
-    button.click(score, [relation, pairs], [text, table, grid], api_name=api_name,
-                 api_visibility="public" if api_name else "private", concurrency_id="generate")
-    gr.on(None, show_saved, relation, [box, text, table, grid], api_visibility="private")
+    button.click(score, [relation, pairs], [text, table, grid], api_name=api_name, show_progress_on=grid,
+                 api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
+    gr.on(None, show_saved, relation, [box, text, table, grid], api_visibility="private")  # on load and on change
+    if refresh_on:
+        gr.on(list(refresh_on), show_saved, relation, [box, text, table, grid], api_visibility="private")
     return ScorePanel(button, pairs, text, table, grid, box)
 
 
