@@ -1,11 +1,22 @@
-"""The report-card panel: its plain logic on a stand-in world painter, then the panel in a minimal Blocks driven
-through gradio_client on a miniature model of the world's size (so the world's scorer reads its images)."""
+"""The report-card panel: its plain logic on a stand-in world painter, then the panel in a minimal Blocks and in
+app.py, driven through gradio_client and in headless Chromium, on a miniature model of the world's size (so the
+world's scorer reads its images).
+
+The README's report-card screenshot is the Generate-tab browser test on the embedded model with the shipped
+relations, scoring one of them on the default pairs:
+
+    REVERSION_SCREENSHOT_DIR=docs/screenshots REVERSION_BROWSER_BASE_MODEL=assets/base-model \
+    REVERSION_BROWSER_GENERATE_WITH=above REVERSION_BROWSER_SCORE_PAIRS=16 \
+    python -m pytest tests/test_score_panel.py -k generate_tab
+"""
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +32,10 @@ from test_report_card import WorldPainter as PlainPainter
 from test_report_card import world_relation
 
 CHANCE = f"{1 / len(RELATION_NAMES):.2f}"
+ROOT = Path(__file__).resolve().parent.parent
+BASE_MODEL = os.environ.get("REVERSION_BROWSER_BASE_MODEL")  # default: the world-sized tiny model
+SCORED = os.environ.get("REVERSION_BROWSER_GENERATE_WITH", "mine")  # the relation the Generate-tab test scores
+SCORE_PAIRS = int(os.environ.get("REVERSION_BROWSER_SCORE_PAIRS", "3"))
 
 
 class Held(contextlib.AbstractContextManager):
@@ -218,3 +233,143 @@ def test_the_panel_refuses_pair_counts_out_of_range(panel_app, pairs, message):
 
     with pytest.raises(AppError, match=re.escape(message)):
         Client(panel_app[0], verbose=False).predict("mine", pairs, api_name="/score_relation")
+
+
+# ----------------------------------------------------------------------------------------------- in the app
+@pytest.fixture(scope="module")
+def world_app(world_model_dir, tmp_path_factory):
+    """app.py on the world-sized tiny model with one relation, 'mine' (or on $REVERSION_BROWSER_BASE_MODEL with the
+    shipped relations): (url, relations folder)."""
+    base = tmp_path_factory.mktemp("world_app")
+    if BASE_MODEL:
+        shutil.copytree(ROOT / "relations", base / "relations")
+        yield from serve_app(Path(BASE_MODEL).resolve(), base)
+    else:
+        yield from serve_app(world_model_dir, base)
+
+
+@pytest.fixture(scope="module")
+def public_app(world_model_dir, tmp_path_factory):
+    """The same app in public mode, where the relations it ships are read-only."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REVERSION_PUBLIC", "1")
+        yield from serve_app(world_model_dir, tmp_path_factory.mktemp("public_app"))
+
+
+def serve_app(model_dir: Path, base: Path):
+    from test_app import free_port, launch_app, wait_until_served
+
+    relations_dir, temp_dir = base / "relations", base / "tmp"
+    temp_dir.mkdir()
+    if not relations_dir.exists():
+        save_world_relation(model_dir, relations_dir, "mine")
+    port = free_port()
+    process = launch_app(model_dir, relations_dir, temp_dir, port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_served(url, process)
+        yield url, relations_dir
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_app_scores_a_relation_and_saves_its_card(world_app):
+    from gradio_client import Client
+
+    url, relations_dir = world_app
+    text, table, grid = Client(url, verbose=False).predict("mine", 2, api_name="/score_relation")
+    assert "Report card of **mine** on 2 held-out entity pairs, read by the world's scorer" in text
+    assert "Saved into `mine/card.json`." in text and table["data"][0][0] == "relation right"
+    saved = json.loads((relations_dir / "mine" / "card.json").read_text())["report_card"]
+    assert len(saved["pairs"]) == 2 and f"{saved['metrics']['relation_accuracy']:.2f}" == table["data"][0][1]
+    with Image.open(grid) as image:
+        assert image.size == (2 * 104, 104)
+
+
+def test_the_public_app_scores_a_shipped_relation_without_saving(public_app):
+    from gradio_client import Client
+
+    url, relations_dir = public_app
+    text, table, _ = Client(url, verbose=False).predict("mine", 2, api_name="/score_relation")
+    assert "This is a shipped relation, which is read-only here, so the card is shown but not saved." in text
+    assert len(table["data"]) == 3 and "report_card" not in json.loads((relations_dir / "mine" / "card.json").read_text())
+    assert not (relations_dir / "mine" / GRID_FILE).exists()
+
+
+# ----------------------------------------------------------------------------------------------- in a browser
+CHROMIUM = os.environ.get("REVERSION_CHROMIUM", "/usr/bin/chromium")
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (.ci/run installs it)")
+
+
+@pytest.fixture
+def page(world_app):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from test_browser import CHROMIUM_ARGS
+
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(world_app[0])
+        page.wait_for_selector("#set-gallery img")  # the page's load events have answered
+        yield page
+        browser.close()
+
+
+def grid_width(page, prefix: str) -> int:
+    return page.locator(f"#{prefix}-grid img").evaluate("img => img.naturalWidth")
+
+
+@needs_chromium
+def test_browser_generate_tab_scores_and_shows_the_saved_card_after_a_reload(page, world_app):
+    from playwright.sync_api import expect
+
+    columns = min(SCORE_PAIRS, 8)
+    page.get_by_role("tab", name="Generate").click()
+    if SCORED != "mine":
+        page.locator("#relation-dropdown input").click()
+        page.get_by_role("option", name=SCORED, exact=True).click()
+    expect(page.locator("#relation-dropdown input")).to_have_value(SCORED)
+    page.locator("#gen-score-pairs input").fill(str(SCORE_PAIRS))
+    page.locator("#gen-score-button").click()
+    expect(page.locator("#gen-score-text")).to_contain_text(f"on {SCORE_PAIRS} held-out entity pairs", timeout=300_000)
+    expect(page.locator("#gen-score-table")).to_contain_text("relation right")
+    expect(page.locator("#gen-score-grid img")).to_be_visible()
+    assert grid_width(page, "gen-score") == columns * 104
+    page.screenshot(path=str(screenshot_dir() / "report-card.png"), full_page=True)
+
+    page.reload()
+    page.wait_for_selector("#set-gallery img")
+    page.get_by_role("tab", name="Generate").click()
+    if SCORED != "mine":
+        page.locator("#relation-dropdown input").click()
+        page.get_by_role("option", name=SCORED, exact=True).click()
+    expect(page.locator("#gen-score-text")).to_contain_text(f"Report card of {SCORED} on {SCORE_PAIRS} held-out entity pairs")
+    expect(page.locator("#gen-score-table")).to_contain_text("both entities right")
+    expect(page.locator("#gen-score-grid img")).to_be_visible()
+    assert grid_width(page, "gen-score") == columns * 104
+
+
+@needs_chromium
+def test_browser_train_tab_offers_the_card_once_a_run_has_saved_its_relation(page, world_app):
+    from playwright.sync_api import expect
+
+    from test_browser import start_training, wait_for_status
+
+    expect(page.locator("#train-score-panel")).to_be_hidden()
+    start_training(page, "trained_here", 3)
+    wait_for_status(page, "Finished")
+    expect(page.locator("#train-score-text")).to_contain_text("No report card yet")
+    page.locator("#train-score-pairs input").fill("2")
+    page.locator("#train-score-button").click()
+    expect(page.locator("#train-score-text")).to_contain_text("Report card of trained_here on 2 held-out", timeout=120_000)
+    expect(page.locator("#train-score-grid img")).to_be_visible()
+    saved = json.loads((world_app[1] / "trained_here" / "card.json").read_text())["report_card"]
+    assert saved["kind"] == "world" and saved["world_relation"] == "above" and len(saved["pairs"]) == 2
+
+
+def screenshot_dir() -> Path:
+    folder = Path(os.environ.get("REVERSION_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="report-card-shots-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
