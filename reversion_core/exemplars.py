@@ -21,6 +21,8 @@ from .settings import DEFAULT_PLACEHOLDER
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 MAX_IMAGE_SIDE = 1024  # larger images are shrunk on load; training resizes to a few hundred pixels anyway
+MAX_UPLOAD_IMAGES = 100  # exemplar images one upload may hold (the paper uses 2-10)
+CAPTION_SEPARATOR = "|"  # between several captions of one image on one line of the caption box
 _PLACEHOLDERS = ("{}", DEFAULT_PLACEHOLDER)
 
 
@@ -162,3 +164,53 @@ def exemplars_from_uploads(
         image = open_image(source, name, max_side)
         exemplars.append(Exemplar(name, image, [normalise_caption(c, placeholder_token, name) for c in captions]))
     return ExemplarSet(exemplars, placeholder_token)
+
+
+def exemplars_from_files(files: Sequence[str | os.PathLike] | None, captions_text: str | None) -> ExemplarSet:
+    """Exemplars from uploaded files and a caption box (the app's Train tab).
+
+    Captions come from an uploaded ``text.json`` (official layout), else from the box: one line per image in upload
+    order, or ``file name: caption`` lines; several captions of one image are separated by ``|``.
+    """
+    files = [Path(f) for f in files or []]
+    jsons = [f for f in files if f.suffix.lower() == ".json"]
+    images = [f for f in files if f.suffix.lower() != ".json"]
+    if not images:
+        raise ReVersionError("No exemplar images were given; upload at least one image with its captions.")
+    if len(images) > MAX_UPLOAD_IMAGES:
+        raise ReVersionError(f"{len(images)} images were given; a relation is learned from a few, at most {MAX_UPLOAD_IMAGES}.")
+    if jsons:
+        try:
+            mapping = json.loads(jsons[0].read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise ReVersionError(f"{jsons[0].name} is not valid JSON; it must map image file names to lists of captions.") from None
+        if not isinstance(mapping, dict):
+            raise ReVersionError(f"{jsons[0].name} must map image file names to lists of captions.")
+        by_name = {str(k): [v] if isinstance(v, str) else list(v or []) for k, v in mapping.items()}
+    else:
+        by_name = _captions_from_box(images, captions_text)
+    uploads = []
+    for f in images:
+        captions = by_name.get(f.name)
+        if not captions:
+            raise ReVersionError(f"Image {f.name} has no captions; give every image at least one caption with <R>.")
+        uploads.append((f, captions))
+    return exemplars_from_uploads(uploads)
+
+
+def _captions_from_box(images: list[Path], text: str | None) -> dict[str, list[str]]:
+    """The caption box read as ``file name: captions`` lines when every line names an image, else one line per image."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    names = {f.name for f in images}
+    named = [line.partition(":") for line in lines]
+    if lines and all(n.strip() in names and sep for n, sep, _ in named):
+        return {n.strip(): _split_captions(rest) for n, _, rest in named}
+    if not lines:
+        raise ReVersionError("The images have no captions; write one line per image, such as 'cat <R> box'.")
+    if len(lines) != len(images):
+        raise ReVersionError(f"There are {len(images)} images but {len(lines)} caption lines; write one line per image, in upload order.")
+    return {f.name: _split_captions(line) for f, line in zip(images, lines)}
+
+
+def _split_captions(line: str) -> list[str]:
+    return [c.strip() for c in line.split(CAPTION_SEPARATOR) if c.strip()]

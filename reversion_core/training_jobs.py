@@ -94,8 +94,10 @@ class TrainingJob:
 
     def __init__(self, owner: str | None, name: str, rows: list[dict[str, Any]] | None = None) -> None:
         self.owner, self.name = owner, name
-        self.inversion = None
+        self.running = False  # its model is loaded and its steps have begun
+        self.on_stop: list[Callable[[], None]] = []  # how to tell the run to stop (it may run in another process)
         self.stop_requested = False
+        self.on_done: list[Callable[[], None]] = []  # called once when the job has ended, run or not
         self.done = False
         self.started = False
         self._changed = threading.Condition()
@@ -117,9 +119,8 @@ class TrainingJob:
         """End the run after its current step (it saves); a run still loading stops as soon as it has loaded."""
         with self._changed:
             self.stop_requested = True
-            inversion = self.inversion
-        if inversion is not None:
-            inversion.stop()
+        for tell in self.on_stop:
+            tell()
 
     def updates(self, every_s: float = FOLLOW_EVERY_S) -> Iterator[TrainUpdate]:
         """The job's state now, then its latest state at most every ``every_s`` seconds while it changes, until the
@@ -174,9 +175,9 @@ class TrainingSlot:
             head = self._queue[0] if self._queue else None
             if head is not None and head in mine:
                 head.stop()
-                if head.inversion is not None:
+                if head.running:
                     return "Stopping after this step; the latest <R> will be saved."
-                return "Stopping as soon as the base model has loaded; the starting <R> will be saved."
+                return "Stopping as soon as the base model has loaded; the <R> of its first step will be saved."
             if head is not None:
                 if owner is not None:
                     self._cancelled.add(owner)
@@ -224,6 +225,11 @@ class TrainingSlot:
                 exc = ReVersionError(f"Training failed ({type(exc).__name__}); nothing was saved.")
             job.publish(TrainUpdate(str(exc), job.latest().losses, warning=str(exc)), done=True)
         finally:
+            for release in job.on_done:
+                try:
+                    release()
+                except Exception:  # a release that fails must not keep the slot taken
+                    log.exception("releasing training %s failed", job.name)
             job.publish(job.latest(), done=True)
             with self._state:
                 self._queue.remove(job)

@@ -14,6 +14,7 @@ measured inside and read outside.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
 import threading
@@ -31,6 +32,7 @@ CAP_VARIABLE = "REVERSION_GPU_CAP_S"
 ZERO_GPU_CAP_S = 120.0  # seconds one request may hold the GPU on ZeroGPU (a host setting, not the platform's maximum)
 MARGIN = 1.25  # ask for this much more than the estimate: ZeroGPU may abort a task that runs past its duration
 NEAREST_K = 8
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- timings
@@ -102,6 +104,8 @@ class TrainingRequest:
     relations_dir: str
     overwrite: bool = False
     stop_file: str | None = None  # created by request_stop(); the run then stops after its current step
+    resume_from: str | None = None  # a checkpoint to go on from (its optimizer state and random stream)
+    runs_dir: str | None = None  # when set, the last step's checkpoint is kept in runs_dir/<saved name>, for continuing
 
 
 @dataclass
@@ -110,6 +114,7 @@ class TrainingReady:
 
     seconds: float
     total_steps: int
+    start_step: int = 0  # the checkpoint's step when the run goes on from one
 
 
 @dataclass
@@ -280,7 +285,7 @@ class GpuRunner:
 
     def _train_on_gpu(self, request: TrainingRequest) -> Iterator[Any]:
         from .inspect import nearest_words
-        from .inversion import FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
+        from .inversion import CheckpointEvent, FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
 
         start = time.perf_counter()
         settings = self.training_settings(request.settings)
@@ -291,11 +296,15 @@ class GpuRunner:
         try:
             inversion = Inversion(
                 request.exemplars, request.name, settings, base_model=pipe, relations_dir=request.relations_dir,
-                overwrite=request.overwrite, device=self.runtime.device,
+                overwrite=request.overwrite, resume_from=request.resume_from, device=self.runtime.device,
             )
-            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps)
+            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step)
             last_nearest = -math.inf
             for event in inversion:
+                if request.runs_dir and isinstance(event, (FinishedEvent, StoppedEvent)) and event.path is not None:
+                    kept = _keep_checkpoint(inversion, Path(request.runs_dir) / event.path.name, event.step)
+                    if kept is not None:
+                        yield CheckpointEvent(event.step, kept)
                 yield event
                 now = time.perf_counter()
                 if isinstance(event, StepEvent) and (now - last_nearest >= self.nearest_every_s or event.step == event.total_steps):
@@ -311,6 +320,21 @@ class GpuRunner:
                 unet.eval()
             if stop_file is not None:
                 stop_file.unlink(missing_ok=True)
+
+
+def _keep_checkpoint(inversion, folder: Path, step: int) -> Path | None:
+    """Save the run's checkpoint at ``step`` in ``folder``, the only one there (older ones are removed); None when it
+    cannot be written (the relation itself is saved; only continuing it later is lost)."""
+    try:
+        inversion.checkpoint_dir = folder
+        latest = inversion.save_checkpoint(step)
+        for old in folder.glob("step-*.pt"):
+            if old != latest:
+                old.unlink(missing_ok=True)
+        return latest
+    except OSError as exc:
+        log.warning("could not keep the checkpoint of %s for continuing (%s)", folder.name, exc)
+        return None
 
 
 class _StepClock:

@@ -8,7 +8,9 @@ import pytest
 from PIL import Image
 
 from reversion_core.errors import ReVersionError
-from reversion_core.studio import benchmark_view, bounded, exemplars_from_files, list_benchmark_sets, split_template, upscale
+from reversion_core.exemplars import exemplars_from_files
+from reversion_core.forms import bounded
+from reversion_core.studio import benchmark_view, list_benchmark_sets, split_template, upscale
 from reversion_core.training_jobs import TrainingJob, TrainingSlot, TrainUpdate, loss_frames, loss_rows
 
 
@@ -118,8 +120,8 @@ class FakeRun:
 
 def run_until_stopped(run):
     def work(job):
-        with job._changed:
-            job.inversion = run
+        job.on_stop.append(run.stop)
+        job.running = True
         job.publish(TrainUpdate("running"))
         assert run.stopped.wait(10)
         job.publish(TrainUpdate("stopped"), done=True)

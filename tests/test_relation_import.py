@@ -7,7 +7,9 @@ from safetensors.torch import save_file
 
 from reversion_core.errors import ReVersionError
 from reversion_core.relation_file import load_relation
-from reversion_core.studio import MAX_IMPORT_FILE_BYTES, Studio
+from reversion_core.forms import GenerateForm
+from reversion_core.relation_zip import MAX_IMPORT_FILE_BYTES, stage_relation_files
+from reversion_core.studio import Studio
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def test_a_zip_member_larger_than_the_limit_is_refused_before_it_is_read(tmp_pat
     (tmp_path / "work").mkdir()
     with pytest.raises(ReVersionError, match=r"^bomb.zip holds learned_embeds.safetensors of 8 MB; a relation file is at most 8 MB, "
                                              r"a relation zip at most 16 MB unpacked\.$"):
-        Studio._staged_relation([path], tmp_path / "work")
+        stage_relation_files([path], tmp_path / "work")
 
 
 def test_a_zip_whose_members_add_up_past_the_limit_is_refused(tmp_path):
@@ -39,7 +41,7 @@ def test_a_zip_whose_members_add_up_past_the_limit_is_refused(tmp_path):
             z.writestr(f"rel/{name}", b"\0" * (6 * 2**20))
     (tmp_path / "work").mkdir()
     with pytest.raises(ReVersionError, match=r"^many.zip unpacks to more than 16 MB; a relation file is at most 8 MB"):
-        Studio._staged_relation([path], tmp_path / "work")
+        stage_relation_files([path], tmp_path / "work")
     assert list((tmp_path / "work").iterdir()) == []
 
 
@@ -56,7 +58,7 @@ def test_a_zip_header_that_understates_a_member_cannot_unpack_more(tmp_path):
     path.write_bytes(bytes(data))
     (tmp_path / "work").mkdir()
     with pytest.raises(ReVersionError, match=r"^liar.zip is not a readable zip of a relation folder\.$"):
-        Studio._staged_relation([path], tmp_path / "work")
+        stage_relation_files([path], tmp_path / "work")
     assert sum(f.stat().st_size for f in (tmp_path / "work").iterdir()) <= 1000
 
 
@@ -64,7 +66,7 @@ def test_a_lone_relation_file_larger_than_the_limit_is_refused(tmp_path):
     path = tmp_path / "huge.safetensors"
     path.write_bytes(b"\0" * (MAX_IMPORT_FILE_BYTES + 2**20))
     with pytest.raises(ReVersionError, match=r"^huge.safetensors is 9 MB; a relation file is at most 8 MB"):
-        Studio._staged_relation([path], tmp_path)
+        stage_relation_files([path], tmp_path)
 
 
 @pytest.mark.parametrize("token", ["<|endoftext|>", "a b", "circle", "<R>"])
@@ -85,5 +87,5 @@ def test_an_automatic1111_embedding_imports_and_generates(studio, tmp_path):
     torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(1, 32)}, "name": "a1111", "step": 10},
                tmp_path / "a1111.pt")
     assert studio.import_relation([tmp_path / "a1111.pt"]) == "a1111"
-    images, prompt = studio.generate("a1111", "circle", "square", None, "", "", 1, 2, 7.5, 0)
+    images, prompt = studio.generate(GenerateForm(relation="a1111", entity_a="circle", entity_b="square", num_images=1, steps=2))
     assert prompt == "circle <a1111> square" and len(images) == 1

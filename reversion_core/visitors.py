@@ -1,0 +1,107 @@
+"""Whose relations a request sees and may write: a shelf.
+
+- ``SharedShelf``: the app run by one person or a team (not public): one relations folder that everyone reads and
+  writes, 'Overwrite' replaces any relation.
+- ``VisitorShelf``: public mode: the shipped relations (read-only) and the visitor's own workspace
+  (``workspaces.Workspace``), with the workspaces' quotas.
+
+Both answer the same questions, so the app's handlers do not branch on the mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+from typing import AbstractSet, Sequence
+
+from .errors import ReVersionError
+from .relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
+from .workspaces import Limits, Workspace
+
+
+class SharedShelf:
+    """One relations folder for everyone (the app is not public)."""
+
+    public = False
+    limits: Limits | None = None
+
+    def __init__(self, relations_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
+        self.relations_dir, self.runs_dir = Path(relations_dir), Path(runs_dir)
+
+    def relations(self) -> list[RelationPrompt]:
+        """Every readable relation this shelf shows, whatever its base model."""
+        return list_relations(self.relations_dir)
+
+    def relation_path(self, name: str) -> Path:
+        check_name(name)
+        path = self.relations_dir / name
+        if not (path / EMBEDS_FILE).is_file():
+            raise ReVersionError(f"There is no relation named {name!r}.")
+        return path
+
+    def own_names(self) -> AbstractSet[str]:
+        """Relations this shelf may overwrite, continue and hands out (all of them here)."""
+        return {r.path.name for r in self.relations() if r.path is not None}
+
+    def free_name(self, name: str) -> str:
+        return free_relation_name(self.relations_dir, name)
+
+    def check_new(self, name: str, overwrite: bool = False, incoming: int = 0) -> None:
+        """Refuse an unsafe name, and an existing one unless the person ticked 'Overwrite'."""
+        check_name(name)
+        if (self.relations_dir / name).exists() and not overwrite:
+            raise ReVersionError(f"A relation named {name!r} already exists; tick 'Overwrite' or choose another name.")
+
+    def check_steps(self, steps: int) -> None:
+        pass
+
+    def check_upload(self, files: Sequence[str | os.PathLike] | None) -> int:
+        return 0  # the server's --max-file-size bounds each file
+
+    def training(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()  # anyone may queue trainings; the slot runs them one after another
+
+
+class VisitorShelf:
+    """Public mode: the shipped relations, read-only, and one visitor's own workspace."""
+
+    public = True
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.relations_dir = workspace.relations_dir
+        self.runs_dir = workspace.path / "runs"
+        self.limits = workspace.owner.limits
+
+    def relations(self) -> list[RelationPrompt]:
+        return self.workspace.relations()
+
+    def relation_path(self, name: str) -> Path:
+        return self.workspace.relation_path(name)
+
+    def own_names(self) -> AbstractSet[str]:
+        return set(self.workspace.own_names())
+
+    def free_name(self, name: str) -> str:
+        """``name`` when neither a shipped relation nor one of the visitor's has it, else the first free ``name_N``."""
+        name = check_name(name)
+        shipped = self.workspace.owner.shipped_names()
+        while name in shipped or (self.relations_dir / name).exists():
+            match = re.fullmatch(r"(.+)_(\d+)", name)
+            base, n = (match.group(1), int(match.group(2))) if match and int(match.group(2)) >= 2 else (name, 1)
+            suffix = f"_{n + 1}"
+            name = base[: 100 - len(suffix)].rstrip(" .") + suffix  # stay within the 100-character name limit
+        return name
+
+    def check_new(self, name: str, overwrite: bool = False, incoming: int = 0) -> None:
+        self.workspace.check_new_relation(name, overwrite, incoming)
+
+    def check_steps(self, steps: int) -> None:
+        self.workspace.owner.check_train_steps(steps)
+
+    def check_upload(self, files: Sequence[str | os.PathLike] | None) -> int:
+        return self.workspace.owner.check_upload(files)
+
+    def training(self) -> contextlib.AbstractContextManager:
+        return self.workspace.training()
