@@ -48,6 +48,7 @@ from reversion_core import studio as st  # noqa: E402
 from reversion_core.exemplars import exemplars_from_files  # noqa: E402
 from reversion_core.forms import MODES, SOURCES, TRAIN_BOUNDS, GenerateForm, TrainForm  # noqa: E402
 from reversion_core.relation_file import check_name  # noqa: E402
+from reversion_core.score_panel import build_score_panel  # noqa: E402
 from reversion_core.settings import ATTENTION_CHOICES, MAX_SEED  # noqa: E402
 from reversion_core.training_jobs import loss_frames  # noqa: E402
 from reversion_core.workspaces import Limits, Workspaces  # noqa: E402
@@ -380,7 +381,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
             again = gr.Dropdown(choices=names, value=update.saved if update.saved in names else None) if update.saved else gr.skip()
             new_previews = update.previews if update.previews is not previews else gr.skip()
             previews = update.previews
-            yield as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again
+            yield (as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again,
+                   update.saved or gr.skip())
 
     with gr.Tab("Train", id="train") as tab:
         with gr.Row():
@@ -441,6 +443,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
                 nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
+                trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
+                build_score_panel(studio, trained, page.owner, handler(studio), hidden_until_chosen=True, elem_prefix="train-score")
 
     fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "steps": steps,
               "learning_rate": lr, "batch_size": batch, "seed": seed, "steering": steering, "lambda_steer": lambda_steer,
@@ -449,7 +453,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
               "captions": captions}
     def wire() -> None:  # once every tab is built: the outputs include the Generate tab's relation list
         train_inputs = [fields[n] for n in train.input_names] + [page.owner]
-        outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name]
+        outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name, trained]
         source.change(lambda s: (gr.Group(visible=s == SOURCES[0]), gr.Group(visible=s == SOURCES[1])), source,
                       [set_group, upload_group], queue=False, **PRIVATE)  # instant toggles
         train_set.change(choose_set, [train_set, page.owner], [set_gallery, validation, name], **PRIVATE)
@@ -544,6 +548,8 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
                 used_prompt = gr.Markdown(label="Prompt")
                 relation_preview = gr.Image(label="Training preview of this relation", height=320, elem_classes="pixelated",
                                             format="png", interactive=False, elem_id="relation-preview")
+                build_score_panel(studio, relation, page.owner, handler(studio), api_name="score_relation",
+                                  refresh_on=[tab.select], elem_prefix="gen-score")
                 with gr.Accordion("Import or download a relation", open=False, elem_id="import-box"):
                     import_files = gr.File(label="Relation file(s): .safetensors, learned_embeds.bin, card.json or a relation .zip",
                                            file_count="multiple", file_types=[".safetensors", ".bin", ".pt", ".json", ".zip"],

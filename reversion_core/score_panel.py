@@ -9,20 +9,17 @@ read-only here: in public mode the shipped relations belong to nobody, so their 
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from PIL import Image
 
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, check_name, load_relation
-from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, score_relation, summary_table
+from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, summary_table
 
 if TYPE_CHECKING:
-    from .studio import Studio
+    from .studio import Shelf, Studio
 
 TABLE_HEADERS = ["figure", "with <R>", "relation's phrase", "chance"]
 LEGEND = ("Frames: green, relation and both entities right; orange, relation right but an entity wrong; red, "
@@ -73,18 +70,9 @@ def saved_card_view(relation: RelationPrompt) -> CardView:
     return CardView(f"{describe(summary, name)}\n\n{LEGEND if grid is not None else ''}".strip(), summary_table(summary), grid)
 
 
-def score_for_app(
-    relation: RelationPrompt,
-    generator,
-    save: bool = True,
-    pairs: int = DEFAULT_PAIRS,
-    progress: Callable[[int, int], None] | None = None,
-    lock: contextlib.AbstractContextManager | None = None,
-) -> CardView:
-    """Score ``relation`` with ``generator`` (holding ``lock``, the app's one pipeline, while it generates), save the
-    card unless ``save`` is false, and return the view. A card that cannot be written is still shown, with why."""
-    with lock if lock is not None else contextlib.nullcontext():
-        card = score_relation(relation, generator, pairs=pairs, progress=progress)
+def save_and_view(relation: RelationPrompt, card: ReportCard, save: bool = True) -> CardView:
+    """Save ``card`` into the relation's folder unless ``save`` is false (a read-only relation), and return its view.
+    A card that cannot be written is still shown, with the reason."""
     if not save:
         return card_view(card, "This is a shipped relation, which is read-only here, so the card is shown but not saved.")
     try:
@@ -94,14 +82,30 @@ def score_for_app(
     return card_view(card, f"Saved into `{path.parent.name}/{path.name}`.")
 
 
-def read_only_in(folder: str | os.PathLike | None) -> Callable[[RelationPrompt], bool]:
-    """A test for relations that must not be written: those inside ``folder`` (None: every relation is writable)."""
-    root = Path(folder).resolve() if folder is not None else None
+def is_read_only(shelf: Shelf, relation: RelationPrompt) -> bool:
+    """Whether the caller may not write ``relation``: in public mode, a shipped relation (not one of the visitor's)."""
+    return relation.path is None or relation.path.name not in shelf.own_names()
 
-    def read_only(relation: RelationPrompt) -> bool:
-        return root is not None and relation.path is not None and Path(relation.path).resolve().is_relative_to(root)
 
-    return read_only
+def score_cards(studio: Studio, shelf: Shelf, name: str, pairs: int = DEFAULT_PAIRS,
+                progress: Callable[[int, int], None] | None = None) -> CardView:
+    """Score the shelf's relation ``name`` on ``pairs`` held-out entity pairs through the studio's GPU runner
+    (progress as images are made), save the card where the caller may write, and return its view."""
+    from .zerogpu import ScoreProgress, ScoreRequest
+
+    if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or pairs != int(pairs):
+        raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
+    if not 1 <= int(pairs) <= MAX_PAIRS:
+        raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
+    relation = studio.relation(name, shelf)  # refuses a relation of another base model in one sentence
+    card = None
+    for item in studio.runner().score(ScoreRequest(str(relation.path), int(pairs))):
+        if isinstance(item, ScoreProgress):
+            if progress is not None:
+                progress(item.done, item.total)
+        else:
+            card = item
+    return save_and_view(relation, card, save=not is_read_only(shelf, relation))
 
 
 # ----------------------------------------------------------------------------------------------- the panel
@@ -120,8 +124,8 @@ class ScorePanel:
 def build_score_panel(
     studio: Studio,
     relation: Any,
-    read_only: Callable[[RelationPrompt], bool] = read_only_in(None),
-    errors: Callable[[Callable], Callable] | None = None,
+    owner: Any = None,
+    wrap: Callable[[Callable], Callable] | None = None,
     api_name: str | None = None,
     hidden_until_chosen: bool = False,
     refresh_on: Sequence[Any] = (),
@@ -130,38 +134,32 @@ def build_score_panel(
     """Lay out the report-card panel where it is called (inside a tab) and wire it to ``relation``, the component
     whose value names the relation to score. The saved card is shown whenever ``relation`` changes (and on load).
 
-    ``errors`` wraps each handler (the app passes its one-sentence error wrapper); ``api_name`` makes the scoring
-    an API endpoint (else it is private); ``hidden_until_chosen`` keeps the panel hidden while ``relation`` is empty
-    (the Train tab's, until a run has saved a relation); ``refresh_on`` lists more triggers (such as a tab's
-    ``select``) that show the saved card again, since another panel may have scored the same relation."""
+    ``wrap`` turns each handler (which takes ``shelf``) into an event function: the app passes its ``handler``, which
+    finds the caller's shelf from the page token in ``owner`` (the last input) and makes errors one sentence; without
+    it the shared shelf is used. ``api_name`` makes scoring an API endpoint (else it is private);
+    ``hidden_until_chosen`` hides the panel while ``relation`` is empty (the Train tab's, until a run has saved a
+    relation); ``refresh_on`` lists more triggers (such as a tab's ``select``) that show the saved card again, since
+    another panel may have scored the same relation."""
     import gradio as gr
 
-    wrap = errors or _one_sentence_errors
+    wrap = wrap or _shared_shelf(studio)
+    visitor = [owner] if owner is not None else []
 
     @wrap
-    def score(name, pairs=DEFAULT_PAIRS, progress=gr.Progress()):
+    def score(name, pairs=DEFAULT_PAIRS, shelf=None, progress=gr.Progress()):
         """Score a relation on held-out entity pairs (one image each, and one with the relation's phrase): the
-        card's paragraph, its table and the marked grid."""
-        pairs = DEFAULT_PAIRS if pairs is None else pairs
-        if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or pairs != int(pairs):
-            raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
-        progress(0, desc="Loading the base model")
-        chosen = studio.relation(name)  # refuses a relation of another base model in one sentence
-        generator = studio.generator()
-
-        def tick(done: int, total: int) -> None:
-            progress((done, total), desc="Scoring", unit="images")
-
-        view = score_for_app(chosen, generator, save=not read_only(chosen), pairs=int(pairs), progress=tick,
-                             lock=studio.model_lock)
+        card's paragraph, its table and the marked grid. Saved into the relation's card.json where you may write it."""
+        progress(0, desc="Starting")
+        view = score_cards(studio, shelf, name, DEFAULT_PAIRS if pairs is None else pairs,
+                           lambda done, total: progress((done, total), desc="Scoring", unit="images"))
         return view.text, view.table, view.grid
 
     @wrap
-    def show_saved(name):
+    def show_saved(name, shelf=None):
         if not name:
             return gr.Column(visible=not hidden_until_chosen), NO_CARD, [], None
         try:
-            view = saved_card_view(load_relation(check_name(name), studio.relations_dir))
+            view = saved_card_view(load_relation(shelf.relation_path(check_name(name)), None))
         except ReVersionError:  # the relation's own view says what is wrong with it
             view = CardView("", [], None)
         return gr.Column(visible=True), view.text, view.table, view.grid
@@ -175,25 +173,35 @@ def build_score_panel(
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table")
         grid = gr.Image(label="Scored images (frame: right or wrong)", format="png", interactive=False,
                         elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")
-    button.click(score, [relation, pairs], [text, table, grid], api_name=api_name, show_progress_on=grid,
+    shown = [box, text, table, grid]
+    button.click(score, [relation, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
                  api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
-    gr.on(None, show_saved, relation, [box, text, table, grid], api_visibility="private")  # on load and on change
+    gr.on(None, show_saved, [relation, *visitor], shown, api_visibility="private")  # on load and on change
     if refresh_on:
-        gr.on(list(refresh_on), show_saved, relation, [box, text, table, grid], api_visibility="private")
+        gr.on(list(refresh_on), show_saved, [relation, *visitor], shown, api_visibility="private")
     return ScorePanel(button, pairs, text, table, grid, box)
 
 
-def _one_sentence_errors(fn: Callable) -> Callable:
-    """A ReVersionError as a one-sentence Gradio error (the app passes its own wrapper, which also logs)."""
+def _shared_shelf(studio: Studio) -> Callable[[Callable], Callable]:
+    """Without the app's handler: the studio's shared shelf, and a ReVersionError as a one-sentence Gradio error."""
     import functools
+    import inspect
 
     import gradio as gr
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ReVersionError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+    def wrap(fn: Callable) -> Callable:
+        signature = inspect.signature(fn)
+        visible = signature.replace(parameters=[q for q in signature.parameters.values() if q.name != "shelf"])
 
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(**visible.bind(*args, **kwargs).arguments, shelf=studio.shared)
+            except ReVersionError as exc:
+                raise gr.Error(str(exc), print_exception=False) from None
+
+        del wrapper.__wrapped__  # gradio reads the signature below: the shelf is not an input
+        wrapper.__signature__ = visible
+        return wrapper
+
+    return wrap

@@ -210,11 +210,6 @@ class Studio:
     def base_model_id(self) -> str:
         return self.generator().base_model_id
 
-    @property
-    def model_lock(self) -> threading.RLock:
-        """Held while the shared pipeline is used (generation, report cards) or a training's models load."""
-        return self._model_lock
-
     # ------------------------------------------------------------------------------------------- relations
     def relations(self, shelf: Shelf | None = None) -> list[RelationPrompt]:
         """The shelf's relations learned on the loaded base model."""

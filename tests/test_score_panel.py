@@ -11,7 +11,6 @@ relations, scoring one of them on the default pairs:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -26,7 +25,9 @@ from PIL import Image
 
 from reversion_core.relation_file import RelationPrompt, load_relation, save_relation
 from reversion_core.report_card import GRID_FILE, MARK_COLOURS
-from reversion_core.score_panel import NO_CARD, read_only_in, saved_card_view, score_for_app
+from reversion_core.errors import ReVersionError
+from reversion_core.report_card import score_relation
+from reversion_core.score_panel import NO_CARD, is_read_only, save_and_view, saved_card_view
 from reversion_core.world import COLOURS, RELATION_NAMES, SHAPES
 from test_report_card import WorldPainter as PlainPainter
 from test_report_card import world_relation
@@ -36,19 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE_MODEL = os.environ.get("REVERSION_BROWSER_BASE_MODEL")  # default: the world-sized tiny model
 SCORED = os.environ.get("REVERSION_BROWSER_GENERATE_WITH", "mine")  # the relation the Generate-tab test scores
 SCORE_PAIRS = int(os.environ.get("REVERSION_BROWSER_SCORE_PAIRS", "3"))
-
-
-class Held(contextlib.AbstractContextManager):
-    """A lock stand-in that records whether it is held."""
-
-    held = False
-
-    def __enter__(self):
-        self.held = True
-        return self
-
-    def __exit__(self, *exc):
-        self.held = False
 
 
 class WorldPainter(PlainPainter):
@@ -62,13 +50,17 @@ class WorldPainter(PlainPainter):
 
 
 # ----------------------------------------------------------------------------------------------- the logic
-def test_scoring_saves_the_card_and_its_grid_and_reports_progress(tmp_path):
+def scored(tmp_path, pairs=4, progress=None):
     relation = world_relation(tmp_path)
-    seen = []
-    view = score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=4, progress=lambda d, t: seen.append((d, t)))
+    return relation, score_relation(relation, WorldPainter(tmp_path / "relations"), pairs=pairs, progress=progress)
+
+
+def test_a_scored_card_is_saved_with_its_grid_and_shown(tmp_path):
+    relation, card = scored(tmp_path, pairs=4)
+    view = save_and_view(relation, card)
     assert view.table[0] == ["relation right", "1.00", "0.00", CHANCE]
     assert "Report card of **above** on 4 held-out entity pairs, read by the world's scorer" in view.text
-    assert "Saved into `above/card.json`." in view.text and seen[-1] == (8, 8)
+    assert "Saved into `above/card.json`." in view.text
     folder = tmp_path / "relations" / "above"
     saved = json.loads((folder / "card.json").read_text())["report_card"]
     assert saved["grid"] == GRID_FILE and saved["metrics"]["relation_accuracy"] == 1.0
@@ -77,21 +69,26 @@ def test_scoring_saves_the_card_and_its_grid_and_reports_progress(tmp_path):
         assert grid.convert("RGB").getpixel((1, 1)) == MARK_COLOURS["right"]
 
 
-def test_a_read_only_relation_is_scored_but_not_saved(tmp_path):
-    relation = world_relation(tmp_path)
+def test_a_read_only_relation_is_shown_but_not_saved(tmp_path):
+    relation, card = scored(tmp_path, pairs=2)
     card_file = tmp_path / "relations" / "above" / "card.json"
     before = card_file.read_bytes()
-    view = score_for_app(relation, WorldPainter(tmp_path / "relations"), save=False, pairs=2)
+    view = save_and_view(relation, card, save=False)
     assert view.text.count("This is a shipped relation, which is read-only here, so the card is shown but not saved.") == 1
     assert view.table[0][1] == "1.00" and view.grid is not None
     assert card_file.read_bytes() == before and not (card_file.parent / GRID_FILE).exists()
 
 
-def test_read_only_in_marks_the_relations_of_one_folder(tmp_path):
-    relation = world_relation(tmp_path)
-    assert read_only_in(tmp_path / "relations")(relation) is True
-    assert read_only_in(tmp_path / "elsewhere")(relation) is False
-    assert read_only_in(None)(relation) is False
+def test_shipped_relations_are_read_only_in_public_mode_and_nothing_is_in_a_shared_folder(tmp_path):
+    from reversion_core.visitors import SharedShelf, VisitorShelf
+    from reversion_core.workspaces import Workspaces
+
+    shipped = world_relation(tmp_path)  # in tmp_path/relations, the shipped folder below
+    visitor = VisitorShelf(Workspaces(tmp_path / "relations", tmp_path / "data").for_visitor("page:a"))
+    save_relation(RelationPrompt("own", "<R>", torch.randn(32), {}), visitor.relations_dir)
+    own = load_relation(visitor.relation_path("own"), None)
+    assert is_read_only(visitor, shipped) is True and is_read_only(visitor, own) is False
+    assert is_read_only(SharedShelf(tmp_path / "relations", tmp_path / "runs"), shipped) is False
 
 
 def test_a_card_that_cannot_be_written_is_shown_with_the_reason(tmp_path, monkeypatch):
@@ -99,25 +96,12 @@ def test_a_card_that_cannot_be_written_is_shown_with_the_reason(tmp_path, monkey
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("reversion_core.score_panel.save_report_card", refuse)
-    view = score_for_app(world_relation(tmp_path), WorldPainter(tmp_path / "relations"), pairs=2)
+    view = save_and_view(*scored(tmp_path, pairs=2))
     assert "The card could not be saved (Permission denied); it is shown here only." in view.text and view.table
 
 
-def test_the_pipeline_lock_is_held_while_images_are_generated(tmp_path):
-    lock, during = Held(), []
-
-    class Watching(WorldPainter):
-        def generate_prompts(self, *args, **kwargs):
-            during.append(lock.held)
-            return super().generate_prompts(*args, **kwargs)
-
-    score_for_app(world_relation(tmp_path), Watching(tmp_path / "relations"), pairs=2, lock=lock)
-    assert during == [True, True] and not lock.held
-
-
 def test_the_saved_card_is_shown_again_from_the_relation_folder(tmp_path):
-    relation = world_relation(tmp_path)
-    fresh = score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=3)
+    fresh = save_and_view(*scored(tmp_path, pairs=3))
     again = saved_card_view(load_relation("above", tmp_path / "relations"))
     assert again.table == fresh.table and again.grid.size == fresh.grid.size
     assert again.text.startswith("Report card of **above** on 3 held-out entity pairs") and "Frames: green" in again.text
@@ -129,11 +113,60 @@ def test_a_relation_without_a_card_says_so(tmp_path):
 
 
 def test_a_card_naming_a_missing_grid_shows_the_table_without_it(tmp_path):
-    relation = world_relation(tmp_path)
-    score_for_app(relation, WorldPainter(tmp_path / "relations"), pairs=2)
+    save_and_view(*scored(tmp_path, pairs=2))
     (tmp_path / "relations" / "above" / GRID_FILE).unlink()
     view = saved_card_view(load_relation("above", tmp_path / "relations"))
     assert view.grid is None and view.table[0][1] == "1.00" and "Frames" not in view.text
+
+
+# ----------------------------------------------------------------------------------------------- the GPU runner
+@pytest.fixture
+def world_runner(world_model_dir, tmp_path):
+    from reversion_core.generation import RelationGenerator
+    from reversion_core.hosting import pick_runtime
+    from reversion_core.zerogpu import GpuRunner, StepTimes
+
+    runtime = pick_runtime({}, cuda_available=False, base_model=str(world_model_dir))
+    generator = RelationGenerator(runtime.base_model, device="cpu", relations_dir=tmp_path / "relations")
+    return GpuRunner(generator, runtime, cap_s=None, times=StepTimes())
+
+
+def test_the_runner_streams_progress_then_the_card_with_the_pipeline_locked(world_runner, world_model_dir, tmp_path):
+    from reversion_core.zerogpu import ScoreProgress, ScoreRequest
+
+    save_world_relation(world_model_dir, tmp_path / "relations", "mine")
+    generate = world_runner.generator.generate_prompts
+    locked = []
+
+    def watched(*args, **kwargs):
+        locked.append(world_runner._lock.locked())
+        return generate(*args, **kwargs)
+
+    world_runner.generator.generate_prompts = watched
+    items = list(world_runner.score(ScoreRequest(str(tmp_path / "relations" / "mine"), pairs=2, steps=2)))
+    assert [(i.done, i.total) for i in items[:-1]] == [(2, 4), (4, 4)] and all(isinstance(i, ScoreProgress) for i in items[:-1])
+    card = items[-1]
+    assert card.kind == "world" and len(card.images) == len(card.reference_images) == 2 and card.images[0].image.size == (32, 32)
+    assert locked == [True, True] and not world_runner._lock.locked()
+    assert "generation" in world_runner.times.measured
+
+
+def test_a_card_longer_than_the_gpu_cap_is_refused_saying_how_many_pairs_fit(world_runner):
+    from reversion_core.zerogpu import ScoreRequest
+
+    world_runner.cap_s, world_runner.times.generation = 60.0, 0.1  # 16 pairs x 2 x 25 steps x 0.1 s x 1.25 = 100 s
+    with pytest.raises(ReVersionError) as info:
+        next(world_runner.score(ScoreRequest("unused", pairs=16)))
+    assert str(info.value) == ("A report card on 16 entity pairs needs about 100 GPU seconds, more than this app's limit of 60; "
+                               "at most 9 pairs fit, so score on 9 pairs or fewer.")
+
+
+def test_a_failure_inside_the_runner_reaches_the_caller(world_runner, tmp_path):
+    from reversion_core.zerogpu import ScoreRequest
+
+    with pytest.raises(ReVersionError, match="does not exist"):
+        list(world_runner.score(ScoreRequest(str(tmp_path / "missing"), pairs=2, steps=2)))
+    assert not world_runner._lock.locked()
 
 
 # ----------------------------------------------------------------------------------------------- the panel
@@ -166,7 +199,8 @@ def world_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def panel_app(world_model_dir, tmp_path_factory):
-    """A minimal Blocks with a relation dropdown and the panel, served in-process: (url, relations folder)."""
+    """A minimal Blocks with a relation dropdown and the panel (the studio's shared shelf), served in-process:
+    (url, relations folder)."""
     gr = pytest.importorskip("gradio")
     from reversion_core.score_panel import build_score_panel
     from reversion_core.studio import Studio
@@ -174,15 +208,11 @@ def panel_app(world_model_dir, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("panel")
     relations_dir = base / "relations"
-    for name in ("mine", "shipped"):
-        save_world_relation(world_model_dir, relations_dir if name == "mine" else base / "shipped", name)
-    shutil.move(str(base / "shipped" / "shipped"), relations_dir / "shipped")
+    save_world_relation(world_model_dir, relations_dir, "mine")
     studio = Studio(world_model_dir, relations_dir, temp_dir=base / "tmp", device="cpu")
-    shipped = relations_dir / "shipped"
     with gr.Blocks() as demo:
-        relation = gr.Dropdown(["mine", "shipped"], value="mine", label="Relation", allow_custom_value=True)
-        build_score_panel(studio, relation, read_only=lambda r: Path(r.path).resolve() == shipped.resolve(),
-                          api_name="score_relation")
+        relation = gr.Dropdown(["mine"], value="mine", label="Relation", allow_custom_value=True)
+        build_score_panel(studio, relation, api_name="score_relation")
     demo.queue(default_concurrency_limit=1)
     port = free_port()
     demo.launch(server_port=port, prevent_thread_lock=True, quiet=True)
@@ -208,20 +238,11 @@ def test_the_panel_scores_through_the_api_and_saves_the_card(panel_app):
     assert [f"{v:.2f}" for v in saved["metrics"].values()] == [row[1] for row in table["data"]]
 
 
-def test_the_panel_scores_a_read_only_relation_without_saving(panel_app):
-    from gradio_client import Client
-
-    url, relations_dir = panel_app
-    text, table, _ = Client(url, verbose=False).predict("shipped", 2, api_name="/score_relation")
-    assert "so the card is shown but not saved" in text and len(table["data"]) == 3
-    assert "report_card" not in json.loads((relations_dir / "shipped" / "card.json").read_text())
-
-
 def test_the_panel_refuses_an_unknown_relation_in_one_sentence(panel_app):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="No relation named 'nothing' in"):
+    with pytest.raises(AppError, match=re.escape("There is no relation named 'nothing'.")):
         Client(panel_app[0], verbose=False).predict("nothing", 2, api_name="/score_relation")
 
 
