@@ -21,7 +21,7 @@ from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card,
 if TYPE_CHECKING:
     from .studio import Shelf, Studio
 
-TABLE_HEADERS = ["figure", "with <R>", "relation's phrase", "chance"]
+TABLE_HEADERS = ["figure", "<R>", "phrase", "chance"]  # the paragraph above the table says what "phrase" is
 LEGEND = ("Frames: green, relation and both entities right; orange, relation right but an entity wrong; red, "
           "relation wrong; grey, not read.")
 NO_CARD = "No report card yet: **Score this relation** generates it on entity pairs the exemplars do not show."
@@ -123,7 +123,7 @@ class ScorePanel:
 
 def build_score_panel(
     studio: Studio,
-    relation: Any,
+    selector: Any,
     owner: Any = None,
     wrap: Callable[[Callable], Callable] | None = None,
     api_name: str | None = None,
@@ -131,13 +131,13 @@ def build_score_panel(
     refresh_on: Sequence[Any] = (),
     elem_prefix: str = "score",
 ) -> ScorePanel:
-    """Lay out the report-card panel where it is called (inside a tab) and wire it to ``relation``, the component
-    whose value names the relation to score. The saved card is shown whenever ``relation`` changes (and on load).
+    """Lay out the report-card panel where it is called (inside a tab) and wire it to ``selector``, the component
+    whose value names the relation to score. The saved card is shown whenever ``selector`` changes (and on load).
 
     ``wrap`` turns each handler (which takes ``shelf``) into an event function: the app passes its ``handler``, which
     finds the caller's shelf from the page token in ``owner`` (the last input) and makes errors one sentence; without
     it the shared shelf is used. ``api_name`` makes scoring an API endpoint (else it is private);
-    ``hidden_until_chosen`` hides the panel while ``relation`` is empty (the Train tab's, until a run has saved a
+    ``hidden_until_chosen`` hides the panel while ``selector`` is empty (the Train tab's, until a run has saved a
     relation); ``refresh_on`` lists more triggers (such as a tab's ``select``) that show the saved card again, since
     another panel may have scored the same relation."""
     import gradio as gr
@@ -146,20 +146,20 @@ def build_score_panel(
     visitor = [owner] if owner is not None else []
 
     @wrap
-    def score(name, pairs=DEFAULT_PAIRS, shelf=None, progress=gr.Progress()):
+    def score(relation, pairs=DEFAULT_PAIRS, shelf=None, progress=gr.Progress()):
         """Score a relation on held-out entity pairs (one image each, and one with the relation's phrase): the
         card's paragraph, its table and the marked grid. Saved into the relation's card.json where you may write it."""
         progress(0, desc="Starting")
-        view = score_cards(studio, shelf, name, DEFAULT_PAIRS if pairs is None else pairs,
+        view = score_cards(studio, shelf, relation, DEFAULT_PAIRS if pairs is None else pairs,
                            lambda done, total: progress((done, total), desc="Scoring", unit="images"))
         return view.text, view.table, view.grid
 
     @wrap
-    def show_saved(name, shelf=None):
-        if not name:
+    def show_saved(relation, shelf=None):
+        if not relation:
             return gr.Column(visible=not hidden_until_chosen), NO_CARD, [], None
         try:
-            view = saved_card_view(load_relation(shelf.relation_path(check_name(name)), None))
+            view = saved_card_view(load_relation(shelf.relation_path(check_name(relation)), None))
         except ReVersionError:  # the relation's own view says what is wrong with it
             view = CardView("", [], None)
         return gr.Column(visible=True), view.text, view.table, view.grid
@@ -170,15 +170,16 @@ def build_score_panel(
             pairs = gr.Number(value=DEFAULT_PAIRS, precision=0, minimum=1, maximum=MAX_PAIRS, label="Entity pairs",
                               elem_id=f"{elem_prefix}-pairs", scale=1)
         text = gr.Markdown(elem_id=f"{elem_prefix}-text")
-        table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table")
+        table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table",
+                             column_widths=["55%", "15%", "15%", "15%"])
         grid = gr.Image(label="Scored images (frame: right or wrong)", format="png", interactive=False,
                         elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")
     shown = [box, text, table, grid]
-    button.click(score, [relation, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
+    button.click(score, [selector, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
                  api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
-    gr.on(None, show_saved, [relation, *visitor], shown, api_visibility="private")  # on load and on change
+    gr.on(None, show_saved, [selector, *visitor], shown, api_visibility="private")  # on load and on change
     if refresh_on:
-        gr.on(list(refresh_on), show_saved, [relation, *visitor], shown, api_visibility="private")
+        gr.on(list(refresh_on), show_saved, [selector, *visitor], shown, api_visibility="private")
     return ScorePanel(button, pairs, text, table, grid, box)
 
 

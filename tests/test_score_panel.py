@@ -229,7 +229,7 @@ def test_the_panel_scores_through_the_api_and_saves_the_card(panel_app):
     text, table, grid = Client(url, verbose=False).predict("mine", 8, api_name="/score_relation")
     assert "Report card of **mine** on 8 held-out entity pairs, read by the world's scorer" in text
     assert [row[0] for row in table["data"]] == ["relation right", "both entities right", "nuisance leaked (lower is better)"]
-    assert table["headers"] == ["figure", "with <R>", "relation's phrase", "chance"] and table["data"][0][3] == CHANCE
+    assert table["headers"] == ["figure", "<R>", "phrase", "chance"] and table["data"][0][3] == CHANCE
     with Image.open(grid) as image:
         assert image.size == (8 * 104, 104)
         frames = {image.convert("RGB").getpixel((x * 104 + 1, y * 104 + 1)) for x in range(8) for y in range(1)}
@@ -299,7 +299,10 @@ def test_the_app_scores_a_relation_and_saves_its_card(world_app):
     from gradio_client import Client
 
     url, relations_dir = world_app
-    text, table, grid = Client(url, verbose=False).predict("mine", 2, api_name="/score_relation")
+    client = Client(url, verbose=False)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/score_relation"]
+    assert [(p["parameter_name"], p["parameter_default"]) for p in api["parameters"]] == [("relation", "mine"), ("pairs", 16)]
+    text, table, grid = client.predict(relation="mine", pairs=2, api_name="/score_relation")
     assert "Report card of **mine** on 2 held-out entity pairs, read by the world's scorer" in text
     assert "Saved into `mine/card.json`." in text and table["data"][0][0] == "relation right"
     saved = json.loads((relations_dir / "mine" / "card.json").read_text())["report_card"]
