@@ -9,6 +9,7 @@ read-only here: in public mode the shipped relations belong to nobody, so their 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -25,6 +26,7 @@ TABLE_HEADERS = ["figure", "<R>", "phrase", "chance"]  # the paragraph above the
 LEGEND = ("Frames: green, relation and both entities right; orange, relation right but an entity wrong; red, "
           "relation wrong; grey, not read.")
 NO_CARD = "No report card yet: **Score this relation** generates it on entity pairs the exemplars do not show."
+UNREADABLE_CARD = "The report card saved in this relation's card.json cannot be read; **Score this relation** makes a new one."
 SCORER_NAMES = {"world": "the world's scorer", "clip": "CLIP"}
 
 
@@ -67,7 +69,11 @@ def saved_card_view(relation: RelationPrompt) -> CardView:
     if summary is None:
         return CardView(NO_CARD, [], None)
     name = relation.path.name if relation.path is not None else relation.name
-    return CardView(f"{describe(summary, name)}\n\n{LEGEND if grid is not None else ''}".strip(), summary_table(summary), grid)
+    try:
+        text, table = describe(summary, name), summary_table(summary)
+    except (TypeError, ValueError, AttributeError):  # an imported card.json may hold anything
+        return CardView(UNREADABLE_CARD, [], None)
+    return CardView(f"{text}\n\n{LEGEND if grid is not None else ''}".strip(), table, grid)
 
 
 def save_and_view(relation: RelationPrompt, card: ReportCard, save: bool = True) -> CardView:
@@ -87,13 +93,13 @@ def is_read_only(shelf: Shelf, relation: RelationPrompt) -> bool:
     return relation.path is None or relation.path.name not in shelf.own_names()
 
 
-def score_cards(studio: Studio, shelf: Shelf, name: str, pairs: int = DEFAULT_PAIRS,
+def score_for_app(studio: Studio, shelf: Shelf, name: str, pairs: int = DEFAULT_PAIRS,
                 progress: Callable[[int, int], None] | None = None) -> CardView:
     """Score the shelf's relation ``name`` on ``pairs`` held-out entity pairs through the studio's GPU runner
     (progress as images are made), save the card where the caller may write, and return its view."""
     from .zerogpu import ScoreProgress, ScoreRequest
 
-    if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or pairs != int(pairs):
+    if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or not math.isfinite(pairs) or pairs != int(pairs):
         raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
     if not 1 <= int(pairs) <= MAX_PAIRS:
         raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
@@ -150,7 +156,7 @@ def build_score_panel(
         """Score a relation on held-out entity pairs (one image each, and one with the relation's phrase): the
         card's paragraph, its table and the marked grid. Saved into the relation's card.json where you may write it."""
         progress(0, desc="Starting")
-        view = score_cards(studio, shelf, relation, DEFAULT_PAIRS if pairs is None else pairs,
+        view = score_for_app(studio, shelf, relation, DEFAULT_PAIRS if pairs is None else pairs,
                            lambda done, total: progress((done, total), desc="Scoring", unit="images"))
         return view.text, view.table, view.grid
 

@@ -27,7 +27,7 @@ from reversion_core.relation_file import RelationPrompt, load_relation, save_rel
 from reversion_core.report_card import GRID_FILE, MARK_COLOURS
 from reversion_core.errors import ReVersionError
 from reversion_core.report_card import score_relation
-from reversion_core.score_panel import NO_CARD, is_read_only, save_and_view, saved_card_view
+from reversion_core.score_panel import NO_CARD, UNREADABLE_CARD, CardView, is_read_only, save_and_view, saved_card_view
 from reversion_core.world import COLOURS, RELATION_NAMES, SHAPES
 from test_report_card import WorldPainter as PlainPainter
 from test_report_card import world_relation
@@ -110,6 +110,12 @@ def test_the_saved_card_is_shown_again_from_the_relation_folder(tmp_path):
 def test_a_relation_without_a_card_says_so(tmp_path):
     view = saved_card_view(world_relation(tmp_path))
     assert (view.text, view.table, view.grid) == (NO_CARD, [], None)
+
+
+def test_a_damaged_saved_card_is_called_unreadable_not_an_error(tmp_path):
+    relation = world_relation(tmp_path)
+    relation.card["report_card"] = {"kind": "world", "pairs": [], "metrics": {"relation_accuracy": "high"}, "seconds": "x"}
+    assert saved_card_view(relation) == CardView(UNREADABLE_CARD, [], None)
 
 
 def test_a_card_naming_a_missing_grid_shows_the_table_without_it(tmp_path):
