@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app_startup import REPO, first_relation, launch, wait_served
+from app_startup import REPO, launch, wait_served
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_served(url, process)
             client = Client(url, verbose=False)
-            first_relation(client)  # answers once the base model has loaded
+            client.predict(api_name="/list_relations")  # answers once the base model has loaded
             result["load_before"] = os.getloadavg()
             for k in range(args.rounds):
                 t = time.perf_counter()

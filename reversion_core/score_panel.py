@@ -178,8 +178,8 @@ def build_score_panel(
         text = gr.Markdown(elem_id=f"{elem_prefix}-text")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table",
                              column_widths=["55%", "15%", "15%", "15%"])
-        grid = gr.Image(label="Scored images (frame: right or wrong)", format="png", interactive=False,
-                        elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")
+        grid = gr.Image(label="Scored images (frame: right or wrong)", show_label=False, format="png", interactive=False,
+                        elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")  # a label badge would cover the top row
     shown = [box, text, table, grid]
     button.click(score, [selector, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
                  api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
