@@ -65,17 +65,18 @@ def wait_served(url: str, process: subprocess.Popen, timeout: float = 120.0) -> 
 
 
 def generate_args(relation: str | None) -> list:
-    """The Generate tab's defaults (app.py's constants), on an example's entities."""
-    import app
+    """The Generate tab's defaults (reversion_core.forms.GenerateForm), on an example's entities."""
+    from reversion_core.forms import GenerateForm
 
+    d = GenerateForm()
     prompt = "" if relation else "red circle above blue square"
     mode = "Entities" if relation else "Free prompt"
-    return [relation, mode, "red circle", "blue square", prompt, "", "", 4, app.DEFAULT_GEN_STEPS, 7.5, 0]
+    return [relation, mode, "red circle", "blue square", prompt, "", "", d.num_images, d.steps, d.guidance, d.seed]
 
 
 def first_relation(client) -> str | None:
-    choices = client.predict(None, api_name="/list_relations")["choices"]
-    return (choices[0][0] if isinstance(choices[0], (list, tuple)) else choices[0]) if choices else None
+    names = client.predict(api_name="/list_relations")
+    return names[0] if names else None
 
 
 def one_round(args: argparse.Namespace, relations_dir: Path) -> dict[str, float]:

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--in-process", action="store_true", help="measure in this process (fast; memory figures are shared)")
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     args = resolve_defaults(p.parse_args(argv), torch.cuda.is_available())
-    quiet_libraries()
+    quiet_libraries(offline=True)
     results = run_benchmark(args)
     print(report(results))
     if args.json:

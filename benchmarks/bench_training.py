@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     p.add_argument("--json", type=Path, help="also write every figure as JSON here")
     args = resolve_defaults(p.parse_args(argv))
-    quiet_libraries()
+    quiet_libraries(offline=True)
     results = run_benchmark(args)
     print(report(results))
     if args.json:

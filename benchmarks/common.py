@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` from a fresh clone, nothing installed
     sys.path.insert(0, str(REPO))
 
+from reversion_core.quiet import quiet_libraries  # noqa: E402
+
 RESULT_PREFIX = "BENCH-RESULT "  # the one stdout line of a child the parent reads
 
 
@@ -132,7 +134,7 @@ def process_peak_mib(device: str) -> float:
 def child_main(measure: Callable[[dict], dict]) -> None:
     """Entry point of a child: read the spec from argv, measure, print one result line."""
     spec = json.loads(sys.argv[sys.argv.index("--child") + 1])
-    quiet_libraries()
+    quiet_libraries(offline=True)
     print(RESULT_PREFIX + json.dumps(guarded(measure, spec)), flush=True)
 
 
@@ -170,22 +172,6 @@ def run_child(script: Path, spec: dict, timeout: float | None, in_process: Calla
             return result
     tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
     return {"error": f"child exited with {done.returncode}: {' | '.join(tail)[:300]}"}
-
-
-def quiet_libraries() -> None:
-    """Keep download bars and deprecation notes out of the benchmark's output."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- numbers and tables

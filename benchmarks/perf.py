@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         args.batches = args.batches if args.batches != [1, 4, 8] else [1, 2]
     args = bench_training.resolve_defaults(args)
     args = bench_generation.resolve_defaults(args, torch.cuda.is_available())
-    quiet_libraries()
+    quiet_libraries(offline=True)
 
     started = time.perf_counter()
     if args.budget_s:

@@ -3,6 +3,7 @@ device, in which dtype, with which attention backend, and a stable identifier th
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .errors import ReVersionError
+from .settings import DEFAULT_ATTENTION
 
 SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_BASE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "base-model"
@@ -68,7 +70,7 @@ def load_pipeline(
     source: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = "no",
-    attention: str = "sdpa",
+    attention: str = DEFAULT_ATTENTION,
     single_file_config: str | os.PathLike | None = None,
 ):
     """Load a ``StableDiffusionPipeline`` from a hub id, a local diffusers folder or a ``.safetensors``/``.ckpt`` file.
@@ -141,7 +143,7 @@ def _load_single_file(path: Path, config: str | os.PathLike | None, common: dict
         ) from None
 
 
-def set_attention(pipe, backend: str = "sdpa") -> None:
+def set_attention(pipe, backend: str = DEFAULT_ATTENTION) -> None:
     """Use PyTorch scaled-dot-product attention (default) or xformers (only when installed)."""
     if backend == "sdpa":
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -157,6 +159,26 @@ def set_attention(pipe, backend: str = "sdpa") -> None:
             raise ReVersionError(f"xformers attention could not be enabled ({_first_line(exc)}); use sdpa attention.") from None
     else:
         raise ReVersionError(f"Attention backend {backend!r} is unknown; use sdpa or xformers.")
+
+
+def shared_pipeline(pipeline, tokenizer=None, source: str | None = None):
+    """A pipeline for one training over ``pipeline``'s loaded UNet, VAE and scheduler, with copies of the tokenizer
+    and text encoder, so the run's placeholder changes nothing that generation uses.
+
+    ``tokenizer`` is a pristine tokenizer to copy instead of the pipeline's, whose vocabulary may have grown with the
+    relations generation installed; the copied text encoder is cut back to that vocabulary.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    tokenizer = copy.deepcopy(tokenizer if tokenizer is not None else pipeline.tokenizer)
+    text_encoder = copy.deepcopy(pipeline.text_encoder)
+    if text_encoder.get_input_embeddings().weight.shape[0] > len(tokenizer):
+        text_encoder.resize_token_embeddings(len(tokenizer))
+    components = {**pipeline.components, "tokenizer": tokenizer, "text_encoder": text_encoder}
+    components.pop("requires_safety_checker", None)
+    clone = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    clone.register_to_config(_name_or_path=str(source or pipeline.name_or_path))
+    return clone
 
 
 def base_model_id(pipe, source: str | os.PathLike | None = None) -> str:

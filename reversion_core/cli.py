@@ -17,30 +17,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .errors import ReVersionError
+from .quiet import quiet_libraries
+from .settings import (
+    ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
+    MIXED_PRECISION_CHOICES,
+)
 
 COMMANDS: dict[str, str] = {
     "train": "reversion_core.cli:TRAIN",
     "generate": "reversion_core.cli:GENERATE",
     "inspect": "reversion_core.cli:INSPECT",
     "world": "reversion_core.world.cli",
-    "evaluate": "reversion_core.evaluation_cli",
+    "evaluate": "reversion_core.evaluation.cli",
     "score": "reversion_core.report_card_cli",
 }
-
-
-def _quiet_libraries() -> None:
-    """Keep library chatter (load bars, deprecation notes) out of the CLI's output."""
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -50,7 +40,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: embedded model, else SD 1.5)")
     p.add_argument("--relations-dir", default="relations", help="where relation folders go (default: relations)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing relation of the same name")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when present")
+    p.add_argument("--device", choices=DEVICE_CHOICES, help="default: cuda when present")
     p.add_argument("--checkpoint-dir", help="default: runs/<name> beside the relations folder")
     p.add_argument("--resume", metavar="CHECKPOINT", help="checkpoint file or folder to continue from")
     g = p.add_argument_group("method (defaults are the paper's; on --resume, the checkpoint's)")
@@ -68,11 +58,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--uniform-timesteps", action="store_false", dest="importance_sampling", default=None)
     g.add_argument("--alpha", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], dest="mixed_precision")
-    g.add_argument("--attention", choices=["sdpa", "xformers"])
+    g.add_argument("--mixed-precision", choices=MIXED_PRECISION_CHOICES, dest="mixed_precision")
+    g.add_argument("--attention", choices=ATTENTION_CHOICES)
     g.add_argument("--gradient-checkpointing", action="store_true", dest="gradient_checkpointing", default=None)
     g.add_argument(
-        "--fuse-micro-batches", choices=["auto", "on", "off"], dest="fuse_micro_batches",
+        "--fuse-micro-batches", choices=FUSE_CHOICES, dest="fuse_micro_batches",
         help="run a step's micro-batches as one batch (auto: on CPU yes, on a GPU no)",
     )
     g.add_argument("--resolution", type=int)
@@ -90,21 +80,24 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent
+    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
     from .settings import InversionSettings
 
     if not args.exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
     score_pairs = _score_pairs(args)  # checked before the training, which may take long
-    base = InversionSettings()
-    if args.resume:
-        base = InversionSettings.from_dict(Inversion._read_checkpoint(args.resume)["settings"])
+    checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
+    base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
     overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
     settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
-    run = Inversion(
-        args.exemplars, args.name, settings, base_model=args.base_model, relations_dir=args.relations_dir,
-        overwrite=args.overwrite, checkpoint_dir=args.checkpoint_dir, resume_from=args.resume, device=args.device,
+    options = dict(
+        base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
+        checkpoint_dir=args.checkpoint_dir, device=args.device,
     )
+    if checkpoint:
+        run = Inversion.from_checkpoint(checkpoint, args.exemplars, args.name, settings, **options)
+    else:
+        run = Inversion(args.exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
     if main:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)
@@ -185,19 +178,19 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt")
     p.add_argument("--num-images", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default 7.5)")
+    p.add_argument("--steps", type=int, default=None, help=f"DDIM steps (default {DEFAULT_INFERENCE_STEPS})")
+    p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance (default {DEFAULT_GUIDANCE_SCALE})")
     p.add_argument("--out", default="outputs", help="folder for the PNG files (default: outputs)")
     p.add_argument("--base-model")
     p.add_argument("--relations-dir", default="relations")
-    p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--attention", choices=["sdpa", "xformers"], default="sdpa")
+    p.add_argument("--device", choices=DEVICE_CHOICES)
+    p.add_argument("--attention", choices=ATTENTION_CHOICES, default=DEFAULT_ATTENTION)
     p.add_argument("--no-progress", action="store_true")
 
 
 def _generate(args: argparse.Namespace) -> int:
     from .generation import RelationGenerator, check_generation
-    from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, check_seed
+    from .settings import check_seed
 
     entity_a, entity_b = args.entities or (None, None)
     steps = args.steps if args.steps is not None else DEFAULT_INFERENCE_STEPS
@@ -315,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, run, and turn every ReVersionError into one line on stderr with exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        _quiet_libraries()
+        quiet_libraries()
         return int(args._run(args) or 0)
     except ReVersionError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from PIL import Image
 from .base_model import base_model_id, load_pipeline, resolve_source
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
-from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
+from .settings import DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
 
 _PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
 _MAX_BATCH = 4  # images denoised together; each image keeps its own seed, so batching never changes results
@@ -73,7 +73,7 @@ class RelationGenerator:
         base_model: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
-        attention: str = "sdpa",
+        attention: str = DEFAULT_ATTENTION,
         relations_dir: str | os.PathLike = "relations",
         pipeline=None,
     ) -> None:

@@ -1,98 +1,44 @@
 """Relation inversion: learn one token embedding <R> from a few exemplar images (ReVersion, sections 4.2-4.3).
 
-Read top to bottom: events, then ``Inversion.__init__`` (everything done once), then ``Inversion.run`` (the loop).
+Read top to bottom: the <R> parameter, how a run is built (``Inversion.__init__`` names each step; the work done
+once is in :mod:`reversion_core.precompute`), ``Inversion.run`` (the loop), then how a run ends and is saved.
 Only the <R> row changes. The embedding table stays frozen; a separate parameter is spliced into the token
 embeddings wherever <R> appears (a forward hook) and written into the table when the run ends, so every other
 row and every weight of the UNet, VAE and text encoder stay bit-identical.
 
+Three ways to build a run: ``Inversion(exemplars, ..., base_model=source)`` loads the base model (or takes over a
+loaded pipeline: its tokenizer and text encoder gain the placeholder); ``Inversion.from_components`` shares an
+already loaded UNet, VAE and scheduler and trains on copies of the tokenizer and text encoder, so one base model in
+memory serves generation and every training; ``Inversion.from_checkpoint`` continues a run.
+
 ``reference=True`` in the settings runs the way the official script does instead (VAE encode every step, fp32,
 AdamW over the whole embedding table with the other rows restored after each step), for benchmarks only.
+
+About 500 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
+that need none of it live beside it (events, precompute, run_files).
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from PIL import Image
 
-from .base_model import base_model_id, load_pipeline, resolve_source, set_attention
+from .base_model import base_model_id, load_pipeline, resolve_source, set_attention, shared_pipeline
 from .errors import ReVersionError
-from .exemplars import ExemplarSet, load_exemplars
-from .lexicon import BASIS_PREPOSITIONS, content_words, pos_backend
-from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
-from .relation_file import (
-    RelationPrompt, check_name, clean_leftovers, free_relation_name, load_relation, recover_relations, save_relation,
+from .events import (  # noqa: F401  (the events are part of this module's interface)
+    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
 )
+from .exemplars import ExemplarSet, load_exemplars
+from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
+from .precompute import Precomputed, add_placeholder_token, precompute, with_token
+from .relation_file import RelationPrompt, check_name, recover_relations
+from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
 from .settings import InversionSettings
-
-CHECKPOINT_FORMAT = "reversion-checkpoint/1"
-
-
-# ----------------------------------------------------------------------------------------------- events
-@dataclass
-class StepEvent:
-    """One optimizer step done (``gradient_accumulation_steps`` micro-batches)."""
-
-    step: int
-    total_steps: int
-    loss: float
-    denoise_loss: float
-    steer_loss: float
-    lr: float
-    elapsed: float  # seconds since the run (or the resumed part of it) began
-    eta: float  # seconds left, from the mean step time so far
-
-
-@dataclass
-class PreviewEvent:
-    step: int
-    prompt: str
-    images: list[Image.Image]
-
-
-@dataclass
-class CheckpointEvent:
-    step: int
-    path: Path
-
-
-@dataclass
-class FinishedEvent:
-    step: int
-    relation: RelationPrompt
-    path: Path | None  # None on non-main processes of a multi-GPU run
-    elapsed: float
-    message: str = ""  # set when the relation went somewhere else than asked (see Inversion._save)
-
-
-@dataclass
-class StoppedEvent:
-    """``stop()`` was called (or Ctrl-C): the latest <R> was saved."""
-
-    step: int
-    relation: RelationPrompt
-    path: Path | None
-    elapsed: float
-    message: str = ""  # set when the relation went somewhere else than asked (see Inversion._save)
-
-
-@dataclass
-class FailedEvent:
-    """A NaN or infinite loss or <R> ended the run; the last good <R> was saved (never over an existing relation)."""
-
-    step: int
-    message: str
-    relation: RelationPrompt | None = None
-    path: Path | None = None
-
-
-Event = StepEvent | PreviewEvent | CheckpointEvent | FinishedEvent | StoppedEvent | FailedEvent
 
 
 # ----------------------------------------------------------------------------------------------- the <R> parameter
@@ -120,24 +66,32 @@ def _make_accelerator(mixed_precision: str, cpu: bool):
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
-def _exemplar_pixels(images: list[Image.Image], resolution: int) -> torch.Tensor:
-    """Centre-crop to a square, resize to ``resolution`` and scale to [-1, 1]: a [N, 3, H, W] tensor."""
-    tensors = []
-    for image in images:
-        side = min(image.size)
-        left, top = (image.width - side) // 2, (image.height - side) // 2
-        image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.BICUBIC)
-        array = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(resolution, resolution, 3)
-        tensors.append(array.permute(2, 0, 1).float() / 127.5 - 1.0)
-    return torch.stack(tensors)
+def run_precision(settings: InversionSettings) -> str:
+    """The run's mixed precision: the settings', except that the reference loop always runs in fp32."""
+    return "no" if settings.reference else settings.mixed_precision
 
 
-# ----------------------------------------------------------------------------------------------- the run
+def run_dtype(settings: InversionSettings) -> torch.dtype:
+    """The dtype the frozen models run in (<R> itself always stays fp32)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(run_precision(settings), torch.float32)
+
+
+def _run_settings(settings: InversionSettings | None, checkpoint: dict | None) -> InversionSettings:
+    """The given settings, else a checkpoint's, else the paper's defaults; validated."""
+    if settings is None:
+        settings = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
+    settings.validate()
+    return settings
+
+
+# ----------------------------------------------------------------------------------------------- building a run
 class Inversion:
     """One relation-inversion run. Iterate it (or ``run()``) for events; call ``stop()`` from anywhere to end early.
 
-    ``base_model`` is a source for :func:`load_pipeline` or an already loaded ``StableDiffusionPipeline`` (whose
-    tokenizer and text encoder gain the placeholder token). Bad inputs raise ReVersionError here, before any step.
+    ``base_model`` is a source for :func:`load_pipeline` or an already loaded ``StableDiffusionPipeline`` that the
+    run takes over (its tokenizer and text encoder gain the placeholder token; to keep using a pipeline elsewhere,
+    use :meth:`from_components`). ``resume_from`` is a checkpoint file or folder, or a state read by
+    :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step.
     """
 
     def __init__(
@@ -149,45 +103,95 @@ class Inversion:
         relations_dir: str | os.PathLike = "relations",
         overwrite: bool = False,
         checkpoint_dir: str | os.PathLike | None = None,
-        resume_from: str | os.PathLike | None = None,
+        resume_from: str | os.PathLike | dict | None = None,
         device: str | None = None,
     ) -> None:
-        checkpoint = self._read_checkpoint(resume_from) if resume_from else None
-        if settings is None:
-            settings = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
-        settings.validate()
-        self.settings = s = settings
+        checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
+        self.settings = _run_settings(settings, checkpoint)
+        self.shares_models = False  # set by from_components: the UNet and VAE belong to someone else too
+        self._plan(exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir)
+        self._start_accelerator(device)
+        init_id = self._take_base_model(base_model)
+        self.data: Precomputed = precompute(
+            self.exemplars, self.settings, self.tokenizer, self.text_encoder, self.vae, self.unet, self.placeholder_id,
+            self.device, self.weight_dtype,
+        )
+        self._make_trainable(init_id)
+        if checkpoint:
+            self._restore(checkpoint)
+        self.last_good = self.current_vector().detach().clone()
+        self.last_preview: list[Image.Image] | None = None
+
+    @classmethod
+    def from_components(
+        cls, exemplars: ExemplarSet | str | os.PathLike, pipeline, name: str | None = None, settings: InversionSettings | None = None,
+        tokenizer=None, source: str | None = None, **options,
+    ) -> "Inversion":
+        """A run on an already loaded base model: it shares ``pipeline``'s UNet, VAE and scheduler (frozen, left
+        bit-identical) and trains on its own copies of the tokenizer and text encoder (see :func:`shared_pipeline`).
+
+        The shared models must already be in the run's precision (fp32 unless ``mixed_precision`` says otherwise):
+        casting them would change them for their other users. ``options`` are ``__init__``'s.
+        """
+        resume_from = options.pop("resume_from", None)
+        checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
+        settings = _run_settings(settings, checkpoint)
+        dtype, wanted = pipeline.unet.dtype, run_dtype(settings)
+        if dtype != wanted:
+            raise ReVersionError(
+                f"The loaded base model runs in {str(dtype).removeprefix('torch.')} but this training needs "
+                f"{str(wanted).removeprefix('torch.')}; set mixed precision to match or load the base model in that precision."
+            )
+        run = cls(exemplars, name, settings, base_model=shared_pipeline(pipeline, tokenizer, source), resume_from=checkpoint, **options)
+        run.shares_models = True
+        return run
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | os.PathLike | dict, exemplars: ExemplarSet | str | os.PathLike, name: str | None = None,
+        settings: InversionSettings | None = None, **options,
+    ) -> "Inversion":
+        """Continue a run from a checkpoint file, a folder (its latest checkpoint) or a state :func:`read_checkpoint`
+        returned; the checkpoint's settings and name unless others are given. ``options`` are ``__init__``'s."""
+        return cls(exemplars, name, settings, resume_from=checkpoint, **options)
+
+    # ------------------------------------------------------------------------------------------- the build steps
+    def _plan(self, exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir) -> None:
+        """Exemplars, name and folders, checked before any model is loaded."""
+        s = self.settings
         if not isinstance(exemplars, ExemplarSet):
             exemplars = load_exemplars(exemplars, s.placeholder_token)
-        elif exemplars.placeholder_token != s.placeholder_token:
-            exemplars = _retoken(exemplars, s.placeholder_token)
-        self.exemplars = exemplars
-        self.name = check_name(name or (checkpoint["name"] if checkpoint else exemplars.name))
+        self.exemplars = with_token(exemplars, s.placeholder_token)
+        self.name = check_name(name or (checkpoint["name"] if checkpoint else self.exemplars.name))
         self.relations_dir = Path(relations_dir)
         self.overwrite = overwrite
         self.started_at = time.time()
         recover_relations(self.relations_dir, self.name)  # a save of this name that a crash interrupted
-        self._saved_path = self._already_saved(checkpoint, s) if checkpoint else None
+        self._saved_path = already_saved(self.relations_dir, self.name, checkpoint, s) if checkpoint else None
         if (self.relations_dir / self.name).exists() and not overwrite and self._saved_path is None:
             raise ReVersionError(f"{self.relations_dir / self.name} already holds a relation; choose another name or allow overwriting.")
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else self.relations_dir.parent / "runs" / self.name
-        _check_writable(self.relations_dir, "Relations folder")
+        check_writable(self.relations_dir, "Relations folder")
         if s.checkpoint_every:
-            _check_writable(self.checkpoint_dir, "Checkpoint folder")
+            check_writable(self.checkpoint_dir, "Checkpoint folder")
         self._stop_requested = False
 
-        # Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync.
-        mixed_precision = "no" if s.reference else s.mixed_precision
+    def _start_accelerator(self, device: str | None) -> None:
+        """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync."""
+        mixed_precision = run_precision(self.settings)
         if device == "cuda" and not torch.cuda.is_available():
             raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use the CPU.")
         use_cpu = device == "cpu" or not torch.cuda.is_available()
         if use_cpu and mixed_precision == "fp16":
             raise ReVersionError("Mixed precision fp16 needs a GPU; use 'no' (or 'bf16') on CPU.")
-        self.accelerator = acc = _make_accelerator(mixed_precision, use_cpu)
-        self.device = acc.device
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+        self.accelerator = _make_accelerator(mixed_precision, use_cpu)
+        self.device = self.accelerator.device
+        self.weight_dtype = run_dtype(self.settings)
 
-        # Base model: frozen components, loaded in fp32 and cast to the run's weight dtype.
+    def _take_base_model(self, base_model) -> int:
+        """Load (or take) the frozen components, add the placeholder token, put them on the device in the run's dtype.
+        Returns the initializer's token id."""
+        s = self.settings
         if base_model is None or isinstance(base_model, (str, os.PathLike)):
             self.base_model_source = resolve_source(base_model)
             pipe = load_pipeline(self.base_model_source, device=self.device, dtype="no", attention=s.attention)
@@ -203,8 +207,7 @@ class Inversion:
         for model in (self.unet, self.vae, self.text_encoder):
             model.requires_grad_(False)
             model.eval()
-        self.placeholder_id, init_id = self._add_placeholder_token()
-        table = self.text_encoder.get_input_embeddings()
+        self.placeholder_id, init_id = add_placeholder_token(self.tokenizer, self.text_encoder, s)
         for model in (self.unet, self.vae, self.text_encoder):
             model.to(self.device)
             if self.weight_dtype != torch.float32:  # casting to fp32 again would only log a warning
@@ -214,48 +217,13 @@ class Inversion:
             self.text_encoder.gradient_checkpointing_enable()
             self.unet.train()
             self.text_encoder.train()
+        return init_id
 
-        # Exemplars -> pixels -> VAE latent distributions, once. Each step samples from them, as the paper's loop does.
-        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.resolution = s.resolution or self.unet.config.sample_size * vae_scale
-        self.pixels = _exemplar_pixels([e.image for e in exemplars.exemplars], self.resolution)
-        self.latent_scale = self.vae.config.scaling_factor
-        if not s.reference:
-            means, stds = [], []
-            with torch.no_grad():
-                for chunk in self.pixels.split(4):
-                    dist = self.vae.encode(chunk.to(self.device, self.weight_dtype)).latent_dist
-                    means.append(dist.mean.float())
-                    stds.append(dist.std.float())
-            self.latent_mean, self.latent_std = torch.cat(means), torch.cat(stds)
-
-        # Captions -> token ids, once; each caption remembers its image.
-        self.captions = [(i, c) for i, e in enumerate(exemplars.exemplars) for c in e.captions]
-        self.caption_ids = self.tokenizer(
-            [c for _, c in self.captions], padding="max_length", truncation=True,
-            max_length=self.tokenizer.model_max_length, return_tensors="pt",
-        ).input_ids
-        for (i, caption), ids in zip(self.captions, self.caption_ids):
-            if not (ids == self.placeholder_id).any():
-                raise ReVersionError(f"Caption {caption!r} is too long: the placeholder falls past the text encoder's {len(ids)}-token limit.")
-        self.captions_of_image = [[k for k, (i, _) in enumerate(self.captions) if i == j] for j in range(len(exemplars))]
-
-        # Steering vocabulary, once: the 56 basis prepositions (positives) and the captions' content words
-        # (negatives), each embedded from the frozen table (mean of its pieces when a word is several tokens).
-        self.pos_backend = pos_backend()
-        with torch.no_grad():
-            frozen = table.weight.detach().float()
-            self.positive_embeds = torch.stack([self._word_embedding(w, frozen) for w in BASIS_PREPOSITIONS])
-            caption_words = [content_words(c, [s.placeholder_token], self.pos_backend) for _, c in self.captions]
-            self.negative_words = list(dict.fromkeys(w for words in caption_words for w in words))
-            index = {w: k for k, w in enumerate(self.negative_words)}
-            self.negative_embeds = (
-                torch.stack([self._word_embedding(w, frozen) for w in self.negative_words])
-                if self.negative_words else torch.empty(0, frozen.shape[1], device=frozen.device)
-            )
-            self.caption_negatives = [torch.tensor([index[w] for w in words], dtype=torch.long) for words in caption_words]
-
-        # The trainable part: <R> spliced in by a hook (default), or the whole table (reference mode).
+    def _make_trainable(self, init_id: int) -> None:
+        """<R> spliced in by a hook (default) or the whole table (reference mode), its AdamW, the timestep sampler and
+        the run's one random generator."""
+        s, acc = self.settings, self.accelerator
+        table = self.text_encoder.get_input_embeddings()
         init = table.weight[init_id].detach().float()
         lr = s.effective_learning_rate(acc.num_processes)
         betas = (s.adam_beta1, s.adam_beta2)
@@ -283,35 +251,6 @@ class Inversion:
         self.generator = torch.Generator().manual_seed(s.seed + acc.process_index)  # all randomness of the run
         self.start_step = 0
         self.last_losses: dict[str, float] = {}
-        if checkpoint:
-            self._restore(checkpoint)
-        self.last_good = self.current_vector().detach().clone()
-        self.last_preview: list[Image.Image] | None = None
-
-    # ------------------------------------------------------------------------------------------- setup helpers
-    def _add_placeholder_token(self) -> tuple[int, int]:
-        s, tok = self.settings, self.tokenizer
-        vocab = tok.get_vocab()
-        if s.placeholder_token in vocab or f"{s.placeholder_token.lower()}</w>" in vocab:
-            raise ReVersionError(
-                f"The placeholder token {s.placeholder_token!r} is already in the base model's vocabulary; choose another token such as <R1>."
-            )
-        init_ids = tok.encode(s.initializer_token, add_special_tokens=False)
-        if len(init_ids) != 1:
-            raise ReVersionError(
-                f"The initializer {s.initializer_token!r} is {len(init_ids)} tokens for this tokenizer; choose a word that is one token, such as 'and'."
-            )
-        tok.add_tokens(s.placeholder_token)
-        placeholder_id = tok.convert_tokens_to_ids(s.placeholder_token)
-        self.text_encoder.resize_token_embeddings(len(tok), mean_resizing=False)
-        with torch.no_grad():  # the new row starts as the initializer; the hook overrides it during the run
-            table = self.text_encoder.get_input_embeddings().weight
-            table[placeholder_id] = table[init_ids[0]]
-        return placeholder_id, init_ids[0]
-
-    def _word_embedding(self, word: str, table: torch.Tensor) -> torch.Tensor:
-        ids = [i for i in self.tokenizer.encode(word, add_special_tokens=False) if i != self.placeholder_id]
-        return table[ids].mean(0)
 
     def _splice(self, module, args, output):
         """Forward hook on the token embedding: put the current <R> wherever the placeholder id appears."""
@@ -319,6 +258,24 @@ class Inversion:
         # Accelerate returns a prepared module's outputs in fp32 under mixed precision; the text encoder's
         # layers are in the run's dtype (CPU layer_norm refuses a mix), so hand back the table's dtype.
         return relation(args[0], output).to(output.dtype)
+
+    # ------------------------------------------------------------------------------------------- what a run shows
+    @property
+    def resolution(self) -> int:
+        return self.data.resolution
+
+    @property
+    def pos_backend(self) -> str:
+        """Which part-of-speech tagger picked the negative words."""
+        return self.data.pos_backend
+
+    @property
+    def negative_words(self) -> list[str]:
+        return self.data.negative_words
+
+    @property
+    def positive_embeds(self) -> torch.Tensor:
+        return self.data.positive_embeds
 
     def current_vector(self) -> torch.Tensor:
         if self.settings.reference:
@@ -397,22 +354,22 @@ class Inversion:
     def _draw(self) -> dict:
         """One micro-batch's random choices, in a fixed order from the run's generator: images, captions, latent
         samples, noise, timesteps and steering positives. Fused or not, a step draws exactly the same."""
-        s, g, dev = self.settings, self.generator, self.device
+        s, g, dev, by_image = self.settings, self.generator, self.device, self.data.captions_of_image
         images = torch.randint(len(self.exemplars), (s.train_batch_size,), generator=g)
-        captions = [self.captions_of_image[i][torch.randint(len(self.captions_of_image[i]), (1,), generator=g).item()] for i in images.tolist()]
+        captions = [by_image[i][torch.randint(len(by_image[i]), (1,), generator=g).item()] for i in images.tolist()]
         if s.reference:  # the official loop: encode the images every step
-            dist = self.vae.encode(self.pixels[images].to(dev, self.weight_dtype)).latent_dist
+            dist = self.vae.encode(self.data.pixels[images].to(dev, self.weight_dtype)).latent_dist
             latents = dist.mean.float() + dist.std.float() * torch.randn(dist.mean.shape, generator=g).to(dev)
         else:
-            mean, std = self.latent_mean[images.to(dev)], self.latent_std[images.to(dev)]
+            mean, std = self.data.latent_mean[images.to(dev)], self.data.latent_std[images.to(dev)]
             latents = mean + std * torch.randn(mean.shape, generator=g).to(dev)
-        latents = latents * self.latent_scale
+        latents = latents * self.data.latent_scale
         noise = torch.randn(latents.shape, generator=g).to(dev)
         timesteps = self.sampler.sample(s.train_batch_size, g).to(dev)
-        chosen = torch.randperm(len(self.positive_embeds), generator=g)[: s.num_positives].to(dev)
-        negatives = torch.unique(torch.cat([self.caption_negatives[c] for c in captions])).to(dev)
+        chosen = torch.randperm(len(self.data.positive_embeds), generator=g)[: s.num_positives].to(dev)
+        negatives = torch.unique(torch.cat([self.data.caption_negatives[c] for c in captions])).to(dev)
         return {
-            "input_ids": self.caption_ids[captions].to(dev), "latents": latents, "noise": noise,
+            "input_ids": self.data.caption_ids[captions].to(dev), "latents": latents, "noise": noise,
             "timesteps": timesteps, "chosen": chosen, "negatives": negatives,
         }
 
@@ -429,7 +386,7 @@ class Inversion:
         l_denoise = denoise_loss(prediction, denoise_target(self.noise_scheduler, latents, noise, timesteps))
         vector, temperature = self.current_vector(), self.settings.temperature
         l_steer = torch.stack([
-            steering_loss(vector, self.positive_embeds[d["chosen"]], self.negative_embeds[d["negatives"]], temperature)
+            steering_loss(vector, self.data.positive_embeds[d["chosen"]], self.data.negative_embeds[d["negatives"]], temperature)
             for d in draws
         ]).mean()
         return l_denoise, l_steer
@@ -474,51 +431,18 @@ class Inversion:
             return None
         scaler = getattr(self.accelerator, "scaler", None)
         state = {
-            "format": CHECKPOINT_FORMAT, "step": step, "name": self.name, "token": self.settings.placeholder_token,
+            "step": step, "name": self.name, "token": self.settings.placeholder_token,
             "base_model": self.base_model_id, "settings": self.settings.to_dict(),
             "vector": self.current_vector().detach().float().cpu(), "optimizer": self.optimizer.state_dict(),
             "rng": self.generator.get_state(), "scaler": scaler.state_dict() if scaler is not None else None,
             "losses": dict(self.last_losses),
         }
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.checkpoint_dir.glob(".ckpt.*"):  # of a write a crash interrupted
-            with contextlib.suppress(OSError):
-                if leftover.stat().st_mtime < self.started_at:
-                    leftover.unlink()
-        path = self.checkpoint_dir / f"step-{step:06d}.pt"
-        fd, tmp = tempfile.mkstemp(dir=self.checkpoint_dir, prefix=".ckpt.")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return path
+        return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
 
-    @staticmethod
-    def _read_checkpoint(source: str | os.PathLike) -> dict:
-        path = Path(source)
-        if path.is_dir():
-            found = sorted(path.glob("step-*.pt"))
-            if not found:
-                raise ReVersionError(f"Folder {path} holds no checkpoints (step-*.pt).")
-            path = found[-1]
-        if not path.is_file():
-            raise ReVersionError(f"Checkpoint {path} does not exist.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            raise ReVersionError(f"{path.name} is not a readable checkpoint of this project.") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ReVersionError(f"{path.name} is not a checkpoint of this project.")
-        return state
+    _read_checkpoint = staticmethod(read_checkpoint)  # the app's continue path still calls it by this name
 
     def _restore(self, state: dict) -> None:
-        s = self.settings
-        if state["token"] != s.placeholder_token:
-            raise ReVersionError(f"The checkpoint learned token {state['token']!r} but this run uses {s.placeholder_token!r}.")
-        dim = self.text_encoder.get_input_embeddings().weight.shape[1]
-        if state["vector"].numel() != dim:
-            raise ReVersionError(f"The checkpoint's vector has size {state['vector'].numel()} but the base model's text encoder uses size {dim}.")
-        if state["step"] > s.max_train_steps:  # equal: every step is done and only the save is left (a crash during it)
-            raise ReVersionError(f"The checkpoint is at step {state['step']}, already past the run's {s.max_train_steps} steps.")
+        check_resumable(state, self.settings, self.text_encoder.get_input_embeddings().weight.shape[1])
         with torch.no_grad():
             self.current_vector().copy_(state["vector"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -563,56 +487,16 @@ class Inversion:
         if getattr(self, "_hook", None) is not None:
             self._hook.remove()
             self._hook = None
+        if self.shares_models and self.settings.gradient_checkpointing:  # hand the shared UNet back as it came
+            self.unet.disable_gradient_checkpointing()
+            self.unet.eval()
         relation = self._relation(vector, steps, status, elapsed)
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return relation, None, ""
         if self._saved_path is not None and steps == self.start_step:
             return relation, self._saved_path, ""  # resumed after a crash that came after the save had finished
-        return (relation, *self._save(relation, status))
-
-    def _save(self, relation: RelationPrompt, status: str) -> tuple[Path, str]:
-        """Save the relation and say where, when that is not where it was asked to go.
-
-        A stopped or failed run never replaces an existing relation: it takes a free name (``above_2``). When the
-        save fails (folder unwritable, name taken meanwhile), a free name, then a private temporary folder is used.
-        """
-        clean_leftovers(self.relations_dir, self.name, self.started_at)
-        target = self.relations_dir / self.name
-        overwrite = self.overwrite
-        message = ""
-        if overwrite and status != "finished" and target.exists():
-            relation.name = free_relation_name(self.relations_dir, self.name)
-            overwrite = False
-            message = f"The existing relation {self.name!r} was kept; this {status} run was saved as {relation.name!r}."
-        try:
-            return save_relation(relation, self.relations_dir, overwrite=overwrite), message
-        except (ReVersionError, OSError) as exc:
-            taken = isinstance(exc, ReVersionError) and target.exists()
-            reason = "another relation took that name meanwhile" if taken else getattr(exc, "strerror", None) or str(exc)
-        for attempt in ("free name", "temporary folder"):
-            try:
-                if attempt == "free name":
-                    relation.name = free_relation_name(self.relations_dir, self.name)
-                    path = save_relation(relation, self.relations_dir)
-                else:
-                    path = save_relation(relation, tempfile.mkdtemp(prefix="reversion-unsaved-"))
-            except (ReVersionError, OSError):
-                continue
-            return path, f"The relation could not be saved as {str(target)!r} ({reason}); it was saved to {str(path)!r} instead."
-        raise ReVersionError(f"The relation could not be saved as {str(target)!r} ({reason}), nor anywhere else.")
-
-    def _already_saved(self, checkpoint: dict, settings: InversionSettings) -> Path | None:
-        """The relation folder when a resumed run's last checkpoint was already saved there in full, else None."""
-        target = self.relations_dir / self.name
-        if checkpoint["step"] < settings.max_train_steps or not target.is_dir():
-            return None
-        try:
-            saved = load_relation(target, None)
-        except ReVersionError:
-            return None
-        same = saved.card.get("steps") == checkpoint["step"] and torch.equal(saved.vector, checkpoint["vector"].float().reshape(-1))
-        return target if same else None
+        return (relation, *save_run_relation(relation, self.relations_dir, self.name, self.overwrite, status, self.started_at))
 
     def _end(self, kind, step: int, start: float):
         elapsed = time.perf_counter() - start
@@ -627,31 +511,3 @@ class Inversion:
         )
         relation, path, note = self._finish(self.last_good, last, "failed", time.perf_counter() - start)
         return FailedEvent(step, f"{message} {note}".strip(), relation, path)
-
-
-def _check_writable(folder: Path, what: str) -> None:
-    """Refuse, before any step, a folder where the run could not save (one sentence)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(prefix=".write-check-", dir=folder)
-        os.rmdir(probe)
-    except OSError as exc:
-        raise ReVersionError(f"{what} {folder} is not writable ({exc.strerror or type(exc).__name__}); choose another folder.") from None
-
-
-def _retoken(exemplars: ExemplarSet, token: str) -> ExemplarSet:
-    """The same exemplars with their placeholder replaced by ``token``."""
-    from .exemplars import Exemplar
-
-    old = exemplars.placeholder_token
-    items = [Exemplar(e.name, e.image, [c.replace(old, token) for c in e.captions]) for e in exemplars.exemplars]
-    templates = [t.replace(old, token) for t in exemplars.templates] if exemplars.templates else None
-    return ExemplarSet(items, token, exemplars.folder, exemplars.relation, templates)
-
-
-def train_relation(exemplars, name: str | None = None, settings: InversionSettings | None = None, **kwargs) -> Event:
-    """Run an inversion to the end without watching it; returns the final event (Finished, Stopped or Failed)."""
-    event = None
-    for event in Inversion(exemplars, name, settings, **kwargs):
-        pass
-    return event

@@ -44,13 +44,6 @@ class RelationFocalSampler:
         return t.to(device)
 
 
-def sample_timesteps(
-    batch_size: int, num_train_timesteps: int, alpha: float = 0.5, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Draw ``batch_size`` timesteps from the relation-focal distribution f(t) (alpha=0: uniform)."""
-    return RelationFocalSampler(num_train_timesteps, alpha).sample(batch_size, generator)
-
-
 def denoise_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """What the UNet should predict: the noise (epsilon models) or the velocity (v-prediction models)."""
     prediction_type = scheduler.config.prediction_type

@@ -21,12 +21,13 @@ HELP = "score a relation on held-out entity pairs (the report card)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from .report_card import DEFAULT_PAIRS, DEFAULT_STEPS
+    from .settings import DEFAULT_GUIDANCE_SCALE, DEVICE_CHOICES
 
     p.add_argument("relation", help="relation name or folder")
     p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"entity pairs, one image each (default {DEFAULT_PAIRS})")
     p.add_argument("--seed", type=int, default=0, help="pair draw and image seeds (image i uses seed + i)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps (default {DEFAULT_STEPS})")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default 7.5)")
+    p.add_argument("--guidance", type=float, default=None, help=f"classifier-free guidance (default {DEFAULT_GUIDANCE_SCALE})")
     p.add_argument("--scorer", choices=["auto", "world", "clip"], default="auto",
                    help="world: the embedded world's scorer; clip: CLIP (+ --relation-probe); auto: world on a world base model")
     p.add_argument("--no-reference", action="store_true", help="skip the relation's own phrase (halves the time)")
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write the figures into the relation's card.json")
     p.add_argument("--base-model", help="default: the embedded model, else SD 1.5")
     p.add_argument("--relations-dir", default="relations")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICE_CHOICES)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 

@@ -10,8 +10,11 @@ from .errors import ReVersionError
 DEFAULT_PLACEHOLDER = "<R>"
 DEFAULT_GUIDANCE_SCALE = 7.5  # classifier-free guidance weight used for every result in the paper
 DEFAULT_INFERENCE_STEPS = 50  # DDIM steps
+DEFAULT_VALIDATION_PROMPT = f"circle {DEFAULT_PLACEHOLDER} square"  # the training previews' prompt
+DEFAULT_ATTENTION = "sdpa"  # PyTorch's scaled-dot-product attention; "xformers" only when installed
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
+DEVICE_CHOICES = ("cpu", "cuda")  # what --device accepts; None picks CUDA when present
 FUSE_CHOICES = ("auto", "on", "off")
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; a run adds small offsets (process, image index)
 MAX_LEARNING_RATE = 1.0  # far above any useful rate; larger ones overflow AdamW's step
@@ -58,7 +61,7 @@ class InversionSettings:
     alpha: float = 0.5
     seed: int = 0
     mixed_precision: str = "no"  # "no" | "fp16" | "bf16"; the frozen models run in that dtype, <R> stays fp32
-    attention: str = "sdpa"  # "sdpa" | "xformers"
+    attention: str = DEFAULT_ATTENTION  # "sdpa" | "xformers"
     gradient_checkpointing: bool = False
     # Run a step's micro-batches (batch x accumulation samples) through the models as one batch: the same samples,
     # draws and gradient as accumulating them one by one, fewer and larger calls, more activation memory.
@@ -68,7 +71,7 @@ class InversionSettings:
     preview_every: int = 0  # 0: no previews
     preview_images: int = 2
     preview_steps: int = 25
-    validation_prompt: str = "circle <R> square"
+    validation_prompt: str = DEFAULT_VALIDATION_PROMPT
     checkpoint_every: int = 0  # 0: no checkpoints
     reference: bool = False  # the official script's way (for benchmarks): VAE every step, fp32, whole table optimised
 
@@ -120,7 +123,7 @@ class InversionSettings:
             raise ReVersionError(f"Placeholder token {self.placeholder_token!r} must be one word with no spaces.")
         if not any(p in self.validation_prompt for p in ("<R>", "{}", self.placeholder_token)):
             raise ReVersionError(
-                f"The preview prompt {self.validation_prompt!r} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in 'circle <R> square'."
+                f"The preview prompt {self.validation_prompt!r} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in {DEFAULT_VALIDATION_PROMPT!r}."
             )
 
     def effective_learning_rate(self, num_processes: int = 1) -> float:

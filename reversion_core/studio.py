@@ -22,20 +22,22 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
+from . import benchmarks
+from .benchmarks import DEFAULT_BENCHMARK_DIR, list_benchmark_sets, split_template  # noqa: F401  (the app's too)
 from .errors import ReVersionError
 from .exemplars import ExemplarSet, load_exemplars
+from .quiet import quiet_libraries
 from .forms import MAX_TRAIN_STEPS, GenerateForm
 from .hosting import Runtime, UnusableRelation, split_relations
 from .relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
 from .relation_zip import export_relation_zip, import_relation_files
-from .settings import DEFAULT_PLACEHOLDER, InversionSettings
+from .settings import InversionSettings
 from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, clock, loss_rows, read_losses, save_exemplars, write_atomic
 from .visitors import SharedShelf, VisitorShelf
 from .workspaces import Workspaces
 
 APP_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
-DEFAULT_BENCHMARK_DIR = APP_DIR / "assets" / "benchmark"
 DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
 BENCHMARK_THUMB = 256  # exemplar images of a foreign benchmark can be large; the gallery needs no more
 UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
@@ -47,17 +49,6 @@ Shelf = SharedShelf | VisitorShelf
 log = logging.getLogger(__name__)
 
 
-def quiet_libraries() -> None:
-    """Keep load bars and library notes out of the server log (the UI shows its own status)."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.disable_progress_bar()
-
-
 def upscale(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
     """Enlarge a small image to about ``size`` pixels with nearest-neighbour, so 32 px images stay crisp."""
     factor = max(1, size // max(image.size))
@@ -67,21 +58,9 @@ def upscale(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
 
 
 # ----------------------------------------------------------------------------------------------- benchmark
-def list_benchmark_sets(benchmark_dir: str | os.PathLike) -> list[str]:
-    """The exemplar sets under ``benchmark_dir``: every sub-folder holding a ``text.json`` (official layout)."""
-    root = Path(benchmark_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "text.json").is_file())
-
-
 def load_benchmark_set(benchmark_dir: str | os.PathLike, name: str) -> ExemplarSet:
-    """One exemplar set of the benchmark, by folder name (a name with path separators is refused)."""
-    if not name:
-        raise ReVersionError("Choose an exemplar set of the benchmark.")
-    if name not in list_benchmark_sets(benchmark_dir):
-        raise ReVersionError(f"The benchmark has no exemplar set named {name!r}.")
-    return load_exemplars(Path(benchmark_dir) / name, max_side=BENCHMARK_THUMB)
+    """One exemplar set of the benchmark, its images no larger than the app shows or trains on."""
+    return benchmarks.load_benchmark_set(benchmark_dir, name, max_side=BENCHMARK_THUMB)
 
 
 @dataclass
@@ -112,12 +91,6 @@ def benchmark_view(benchmark_dir: str | os.PathLike, name: str) -> BenchmarkView
                      "relation prompt leaves it out.")
     lines.append(f"{len(exemplars)} exemplar images, {len(rows)} captions, {len(exemplars.templates or [])} inference templates.")
     return BenchmarkView(exemplars.name, gallery, rows, "\n\n".join(lines), list(exemplars.templates or []))
-
-
-def split_template(template: str, placeholder: str = DEFAULT_PLACEHOLDER) -> tuple[str, str]:
-    """``"red circle <R> blue square"`` -> ``("red circle", "blue square")``."""
-    a, _, b = template.replace("{}", placeholder).partition(placeholder)
-    return a.strip(), b.strip()
 
 
 # ----------------------------------------------------------------------------------------------- the studio
@@ -192,7 +165,7 @@ class Studio:
                 from .generation import RelationGenerator
                 from .zerogpu import GpuRunner
 
-                quiet_libraries()
+                quiet_libraries(hide_warnings=False)
                 rt = self.runtime
                 try:
                     generator = RelationGenerator(rt.base_model, device=rt.device, dtype=rt.dtype, attention=rt.attention,
@@ -295,24 +268,27 @@ class Studio:
 
     # ------------------------------------------------------------------------------------------- training
     def check_training(self, name: str, settings: InversionSettings, overwrite: bool = False,
-                       shelf: Shelf | None = None) -> None:
-        """Everything a training is refused for before it starts: the name, the quotas and the GPU time cap."""
+                       shelf: Shelf | None = None, incoming: int = 0) -> None:
+        """Everything a training is refused for before it starts: the name, the quotas (``incoming`` bytes of exemplars
+        it will keep), the visitor's one training place and the GPU time cap."""
         shelf = shelf or self.shared
-        shelf.check_new(name, overwrite)
+        shelf.check_new(name, overwrite, incoming)
         shelf.check_steps(settings.max_train_steps)
+        with shelf.training():  # refused now, not after the page was told it starts
+            pass
         if self.cap_s is not None:
             self.runner().check_training(settings)
 
     def train(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-              overwrite: bool = False, shelf: Shelf | None = None) -> Iterator[TrainUpdate]:
+              overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> Iterator[TrainUpdate]:
         """Start a training on the server and follow it; the last update names the saved relation."""
-        yield from self.start_training(owner, exemplars, name, settings, overwrite, shelf).updates()
+        yield from self.start_training(owner, exemplars, name, settings, overwrite, shelf, incoming).updates()
 
     def start_training(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-                       overwrite: bool = False, shelf: Shelf | None = None) -> TrainingJob:
+                       overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> TrainingJob:
         """Queue a training of a new relation; it runs in a server thread until it ends, page or no page."""
         shelf = shelf or self.shared
-        self.check_training(name, settings, overwrite, shelf)
+        self.check_training(name, settings, overwrite, shelf, incoming)
         return self._submit(owner, shelf, name, exemplars, settings, overwrite)
 
     def continuable(self, shelf: Shelf | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import AbstractSet, Sequence
 
@@ -105,3 +106,8 @@ class VisitorShelf:
 
     def training(self) -> contextlib.AbstractContextManager:
         return self.workspace.training()
+
+    def delete(self, name: str) -> None:
+        """Delete one of the visitor's relations and what continuing it needed (shipped ones cannot be deleted)."""
+        self.workspace.delete(name)
+        shutil.rmtree(self.runs_dir / check_name(name), ignore_errors=True)

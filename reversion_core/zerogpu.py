@@ -150,22 +150,6 @@ def request_stop(stop_file: str | os.PathLike) -> None:
     Path(stop_file).touch()
 
 
-def training_pipeline(pipe, tokenizer, base_rows: int, source: str | None = None):
-    """A pipeline for one training: the loaded UNet, VAE and scheduler shared with generation; ``tokenizer`` (a
-    pristine copy) and the text encoder copied, cut back to its first ``base_rows`` embedding rows, so the relations
-    generation installed are gone and the run's placeholder token changes nothing generation uses."""
-    from diffusers import StableDiffusionPipeline
-
-    text_encoder = copy.deepcopy(pipe.text_encoder)
-    if text_encoder.get_input_embeddings().weight.shape[0] > base_rows:
-        text_encoder.resize_token_embeddings(base_rows)
-    components = {**pipe.components, "tokenizer": copy.deepcopy(tokenizer), "text_encoder": text_encoder}
-    components.pop("requires_safety_checker", None)
-    clone = StableDiffusionPipeline(**components, requires_safety_checker=False)
-    clone.register_to_config(_name_or_path=str(source or pipe.name_or_path))
-    return clone
-
-
 # ----------------------------------------------------------------------------------------------- the runner
 class GpuRunner:
     """Generation and training on the app's one base model, each through a `spaces.GPU` function.
@@ -186,7 +170,6 @@ class GpuRunner:
         self._lock = threading.Lock()
         pipe = generator.pipeline  # models load now, outside the GPU functions
         self._tokenizer = copy.deepcopy(pipe.tokenizer)  # pristine: before any relation is installed
-        self._base_rows = int(pipe.text_encoder.get_input_embeddings().weight.shape[0])
         self._generate_gpu = spaces.GPU(duration=self.generation_seconds)(self._generate_on_gpu)
         self._train_gpu = spaces.GPU(duration=self.training_seconds)(self._train_on_gpu)
         self._score_gpu = spaces.GPU(duration=self.score_seconds)(self._score_on_gpu)
@@ -372,15 +355,16 @@ class GpuRunner:
 
         start = time.perf_counter()
         settings = self.training_settings(request.settings)
-        with self._lock:  # generation may be installing a relation into the text encoder being copied
-            pipe = training_pipeline(self.generator.pipeline, self._tokenizer, self._base_rows, self.generator.source)
         stop_file = Path(request.stop_file) if request.stop_file else None
-        unet = pipe.unet
+        unet = self.generator.pipeline.unet
         try:
-            inversion = Inversion(
-                request.exemplars, request.name, settings, base_model=pipe, relations_dir=request.relations_dir,
-                overwrite=request.overwrite, resume_from=request.resume_from, device=self.runtime.device,
-            )
+            with self._lock:  # generation may be installing a relation into the text encoder being copied
+                inversion = Inversion.from_components(
+                    request.exemplars, self.generator.pipeline, request.name, settings, tokenizer=self._tokenizer,
+                    source=self.generator.source, relations_dir=request.relations_dir, overwrite=request.overwrite,
+                    resume_from=request.resume_from, device=self.runtime.device,
+                )
+            pipe = inversion.pipe
             yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step)
             last_nearest = -math.inf
             for event in inversion:

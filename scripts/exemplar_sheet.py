@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reversion_core.benchmarks import list_benchmark_sets  # noqa: E402
 
 
 def main():
@@ -17,7 +22,7 @@ def main():
     p.add_argument("--out", default="docs/world-exemplars.png")
     p.add_argument("--tile", type=int, default=96)
     args = p.parse_args()
-    sets = sorted(d for d in Path(args.benchmark).iterdir() if (d / "text.json").exists())
+    sets = [Path(args.benchmark) / name for name in list_benchmark_sets(args.benchmark)]
     label_w, t = 260, args.tile
     sheet = Image.new("RGB", (label_w + 6 * (t + 4), len(sets) * (t + 4)), "white")
     draw = ImageDraw.Draw(sheet)

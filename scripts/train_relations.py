@@ -21,6 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reversion_core.base_model import DEFAULT_BASE_MODEL  # noqa: E402
+from reversion_core.benchmarks import load_benchmark, split_template  # noqa: E402
 from reversion_core.generation import RelationGenerator  # noqa: E402
 from reversion_core.inversion import FailedEvent, FinishedEvent, Inversion, StepEvent  # noqa: E402
 from reversion_core.settings import InversionSettings  # noqa: E402
@@ -30,7 +31,7 @@ from reversion_core.world import RELATION_NAMES, parse_entity, score  # noqa: E4
 def preview_grid(generator: RelationGenerator, relation_dir: Path, templates: list[str], per: int = 2, tile: int = 96):
     images, oks = [], []
     for t in templates:
-        a, b = (x.strip() for x in t.split("<R>"))
+        a, b = split_template(t)
         result = generator.generate(relation_dir, entity_a=a, entity_b=b, num_images=per, seed=0)
         images += result.images
         oks += [score(im, relation_dir.name, parse_entity(a), parse_entity(b)).relation_ok for im in result.images]
@@ -73,7 +74,8 @@ def main(argv=None):
             raise SystemExit(f"{rel}: {final}")
         seconds = time.time() - t0
         gen = RelationGenerator(args.base_model, relations_dir=args.out)
-        templates = json.loads((Path(args.benchmark) / rel / "templates.json").read_text())[:4]
+        (relation,) = load_benchmark(args.benchmark, [rel], templates_per_relation=4)
+        templates = relation.templates
         acc = preview_grid(gen, Path(args.out) / rel, templates)
         log[rel] = {"steps": args.steps, "seconds": round(seconds, 1), "preview_relation_accuracy": acc,
                     "first_loss": curve[0][1:], "last_loss": curve[-1][1:]}

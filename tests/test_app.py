@@ -24,6 +24,7 @@ SHIPPED = "shipped_above"
 # steps, lr, batch, seed, steering, lambda_steer, importance, alpha, positives, temperature, grad_accum, preview_every, prompt
 QUICK = [3, 2.5e-4, 1, 0, True, 0.01, True, 0.5, 4, 0.07, 1, 2, "circle <R> square"]
 LONG = [2000, *QUICK[1:]]
+HOST_VARIABLES = ("REVERSION_BASE_MODEL", "REVERSION_PUBLIC", "REVERSION_DATA_DIR", "SPACE_ID", "SPACES_ZERO_GPU")
 RESULT_TIMEOUT = 120  # seconds; a run that should have stopped fails the test instead of hanging it
 
 
@@ -44,13 +45,15 @@ def make_shipped_relation(model_dir: Path, relations_dir: Path) -> None:
     save_relation(RelationPrompt(SHIPPED, "<R>", vector, card, Image.new("RGB", (16, 16), "red")), relations_dir)
 
 
-def launch_app(model_dir: Path, relations_dir: Path, temp_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "REVERSION_TEMP_DIR": str(temp_dir), "PYTHONUNBUFFERED": "1"}
-    env.pop("REVERSION_BASE_MODEL", None)
-    log = open(temp_dir.parent / "app.log", "w")  # outside the app's folders: it must not be served
+def launch_app(model_dir: Path, relations_dir: Path, temp_dir: Path, port: int, *flags: str,
+               env: dict[str, str] | None = None) -> subprocess.Popen:
+    """app.py in a subprocess on the tiny model; ``flags`` and ``env`` are added to the defaults."""
+    inherited = {k: v for k, v in os.environ.items() if k not in HOST_VARIABLES}  # the host's choices are the test's
+    env = {**inherited, "OMP_NUM_THREADS": "1", "REVERSION_TEMP_DIR": str(temp_dir), "PYTHONUNBUFFERED": "1", **(env or {})}
+    log = open(temp_dir.parent / "app.log", "a")  # outside the app's folders: it must not be served
     return subprocess.Popen(
         [sys.executable, str(ROOT / "app.py"), "--base-model", str(model_dir), "--relations-dir", str(relations_dir),
-         "--benchmark-dir", str(ROOT / "assets" / "benchmark"), "--port", str(port)],
+         "--benchmark-dir", str(ROOT / "assets" / "benchmark"), "--port", str(port), *flags],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
 

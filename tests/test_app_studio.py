@@ -212,3 +212,37 @@ def test_every_world_set_is_browsable_and_one_without_a_learned_relation_offers_
     for name in RELATION_NAMES:
         assert len(benchmark_view(benchmark, name).templates) == 100
         assert studio.relation_for_set(name) is None  # nothing learned yet: the app says so instead of failing
+
+
+def test_relations_for_another_base_model_are_listed_apart_with_the_reason(tiny_model_dir, tmp_path):
+    import torch
+
+    from reversion_core.relation_file import RelationPrompt, save_relation
+    from reversion_core.studio import Studio
+    from ui.wiring import unusable_text
+
+    relations = tmp_path / "relations"
+    studio = Studio(tiny_model_dir, relations, temp_dir=tmp_path / "tmp", device="cpu")
+    here = studio.base_model_id()
+    save_relation(RelationPrompt("mine", "<R>", torch.zeros(32), {"base_model": here}), relations)
+    save_relation(RelationPrompt("sd15", "<R>", torch.zeros(768), {"base_model": "stable-diffusion-v1-5#0123456789"}), relations)
+    assert studio.relation_names() == ["mine"]
+    assert unusable_text(studio, studio.shared) == (
+        "Relations for another base model (not usable here):\n- **sd15**: Relation 'sd15' was learned on the SD 1.5 "
+        f"(stable-diffusion-v1-5#0123456789) and this app runs the model ({here}); a relation prompt only works with "
+        "the base model it was learned on."
+    )
+
+
+def test_a_training_longer_than_the_gpu_cap_is_refused_before_it_is_queued(tiny_model_dir, exemplar_dir, tmp_path):
+    from reversion_core.exemplars import load_exemplars
+    from reversion_core.settings import InversionSettings
+    from reversion_core.studio import Studio
+
+    studio = Studio(tiny_model_dir, tmp_path / "relations", temp_dir=tmp_path / "tmp", device="cpu", cap_s=120)
+    settings = InversionSettings(max_train_steps=2000, train_batch_size=1, gradient_accumulation_steps=1)
+    # the runner's starting estimate: (15 s + 2000 x 0.15 s) x 1.25 = 394 s; (120 s / 1.25 - 15 s) / 0.15 s = 540 steps fit
+    with pytest.raises(ReVersionError, match=r"^2000 training steps need about 394 GPU seconds, more than this app's limit "
+                                             r"of 120; at most 540 steps fit, so ask for 540 steps or fewer\.$"):
+        studio.start_training("alice", load_exemplars(exemplar_dir), "too_long", settings)
+    assert not studio.slot.busy()

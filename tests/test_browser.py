@@ -280,3 +280,70 @@ def test_an_error_toast_shows_the_placeholder_as_text(page, served_app):
     page.locator("#generate-button").click()
     page.wait_for_selector("[data-testid=toast-text]")
     assert "Write a prompt containing <R>, such as 'rabbit <R> carrot'." in toasts(page)
+
+
+# ----------------------------------------------------------------------------------------------- public mode
+@pytest.fixture(scope="module")
+def public_served_app(tiny_model_dir, tmp_path_factory):
+    """(url, shipped relations dir, data dir) of the app in public mode on the tiny model."""
+    base = tmp_path_factory.mktemp("public_browser_app")
+    relations_dir, temp_dir, data = base / "relations", base / "tmp", base / "data"
+    temp_dir.mkdir()
+    make_shipped_relation(tiny_model_dir, relations_dir)
+    port = free_port()
+    process = launch_app(tiny_model_dir, relations_dir, temp_dir, port, "--public", env={"REVERSION_DATA_DIR": str(data)})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_served(url, process)
+        yield url, relations_dir, data
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def relation_options(page) -> list[str]:
+    """The Generate tab's relation choices, as the dropdown lists them."""
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#relation-dropdown input").click()
+    page.wait_for_selector("[role=option]")
+    options = [o.inner_text().strip().split("\n")[-1] for o in page.locator("[role=option]").all()]  # no "✓" mark
+    page.keyboard.press("Escape")
+    return options
+
+
+def test_public_mode_keeps_two_browsers_relations_apart(public_served_app):
+    url, shipped, data = public_served_app
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            alice, bob = (browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in range(2))
+            for page in (alice, bob):
+                page.set_default_timeout(60_000)
+                page.goto(url)
+                page.wait_for_selector("#set-gallery img")
+            expect(alice.locator("#header")).to_contain_text("Public mode: what you train or import is yours alone")
+
+            start_training(alice, "shared_name", 2)
+            wait_for_status(alice, "Finished")
+            assert relation_options(alice) == ["shared_name", SHIPPED]
+            assert relation_options(bob) == [SHIPPED]  # the other browser does not see it
+
+            bob.get_by_role("tab", name="Train").click()
+            start_training(bob, "shared_name", 2)  # the same name is free in bob's own workspace
+            wait_for_status(bob, "Finished")
+            assert "relation shared_name is saved" in status(bob)
+            bob.get_by_role("tab", name="Train").click()
+            start_training(bob, SHIPPED, 2, overwrite=True)
+            bob.wait_for_selector("[data-testid=toast-text]")
+            assert (f"'{SHIPPED}' is one of the shipped relations, which nobody can overwrite; choose another name."
+                    in toasts(bob))
+
+            alice.reload()  # the page's token is kept in the browser: the same workspace again
+            alice.wait_for_selector("#set-gallery img")
+            assert relation_options(alice) == ["shared_name", SHIPPED]
+        finally:
+            browser.close()
+    workspaces = sorted(data.glob("workspaces/v-*/relations/shared_name"))
+    assert len(workspaces) == 2 and not (shipped / "shared_name").exists()
+    assert card(shipped, SHIPPED)["steps"] == 100  # the shipped relation as it was made

@@ -11,10 +11,9 @@ import torch
 from PIL import Image
 
 from reversion_core.base_model import DEFAULT_BASE_MODEL
+from reversion_core.benchmarks import load_benchmark, paper_relations, paper_templates
 from reversion_core.errors import ReVersionError
-from reversion_core.evaluation import (
-    METHODS, EvaluationConfig, aggregate, evaluate, image_seed, load_benchmark, paper_relations, paper_templates, preset_config,
-)
+from reversion_core.evaluation import METHODS, EvaluationConfig, aggregate, evaluate, image_seed, preset_config
 
 REPO = Path(__file__).resolve().parent.parent
 HAS_EMBEDDED_MODEL = (DEFAULT_BASE_MODEL / "model_index.json").is_file()
@@ -76,7 +75,7 @@ def test_two_accelerate_processes_gather_the_same_records_as_one(tiny_model_dir,
 
 
 def test_articles_before_entities_are_an_option():
-    from reversion_core.evaluation import with_articles
+    from reversion_core.benchmarks import with_articles
 
     assert not any(preset_config(p).entity_articles for p in ("quick", "headline", "paper"))
     assert with_articles("striped red circle <R> blue square") == "a striped red circle <R> a blue square"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from reversion_core.objectives import RelationFocalSampler, denoise_target, sample_timesteps, steering_loss
+from reversion_core.objectives import RelationFocalSampler, denoise_target, steering_loss
 
 
 def test_steering_loss_equals_hand_computation():
@@ -55,7 +55,7 @@ def test_sampler_probabilities_follow_f_of_t_exactly():
 
 def test_sampler_histogram_matches_f_of_t_by_chi_square():
     T, alpha, n, bins = 1000, 0.5, 200_000, 20
-    t = sample_timesteps(n, T, alpha, torch.Generator().manual_seed(0)).numpy()
+    t = RelationFocalSampler(T, alpha).sample(n, torch.Generator().manual_seed(0)).numpy()
     assert t.min() >= 0 and t.max() < T
     observed = np.bincount(t // (T // bins), minlength=bins)
     p = RelationFocalSampler(T, alpha).probabilities.numpy()

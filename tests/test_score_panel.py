@@ -27,7 +27,7 @@ from reversion_core.relation_file import RelationPrompt, load_relation, save_rel
 from reversion_core.report_card import GRID_FILE, MARK_COLOURS
 from reversion_core.errors import ReVersionError
 from reversion_core.report_card import score_relation
-from reversion_core.score_panel import NO_CARD, UNREADABLE_CARD, CardView, is_read_only, save_and_view, saved_card_view
+from reversion_core.report_card_view import NO_CARD, UNREADABLE_CARD, CardView, is_read_only, save_and_view, saved_card_view
 from reversion_core.world import COLOURS, RELATION_NAMES, SHAPES
 from test_report_card import WorldPainter as PlainPainter
 from test_report_card import world_relation
@@ -95,7 +95,7 @@ def test_a_card_that_cannot_be_written_is_shown_with_the_reason(tmp_path, monkey
     def refuse(*_):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("reversion_core.score_panel.save_report_card", refuse)
+    monkeypatch.setattr("reversion_core.report_card_view.save_report_card", refuse)
     view = save_and_view(*scored(tmp_path, pairs=2))
     assert "The card could not be saved (Permission denied); it is shown here only." in view.text and view.table
 
@@ -208,7 +208,7 @@ def panel_app(world_model_dir, tmp_path_factory):
     """A minimal Blocks with a relation dropdown and the panel (the studio's shared shelf), served in-process:
     (url, relations folder)."""
     gr = pytest.importorskip("gradio")
-    from reversion_core.score_panel import build_score_panel
+    from ui.score_panel import build_score_panel
     from reversion_core.studio import Studio
     from test_app import free_port
 
@@ -278,12 +278,10 @@ def world_app(world_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def public_app(world_model_dir, tmp_path_factory):
     """The same app in public mode, where the relations it ships are read-only."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REVERSION_PUBLIC", "1")
-        yield from serve_app(world_model_dir, tmp_path_factory.mktemp("public_app"))
+    yield from serve_app(world_model_dir, tmp_path_factory.mktemp("public_app"), "--public")
 
 
-def serve_app(model_dir: Path, base: Path):
+def serve_app(model_dir: Path, base: Path, *flags: str):
     from test_app import free_port, launch_app, wait_until_served
 
     relations_dir, temp_dir = base / "relations", base / "tmp"
@@ -291,7 +289,7 @@ def serve_app(model_dir: Path, base: Path):
     if not relations_dir.exists():
         save_world_relation(model_dir, relations_dir, "mine")
     port = free_port()
-    process = launch_app(model_dir, relations_dir, temp_dir, port)
+    process = launch_app(model_dir, relations_dir, temp_dir, port, *flags)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_served(url, process)

@@ -20,9 +20,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .evaluation import METHODS, METRIC_LABELS, SAMPLE_TEMPLATES, EvaluationResult, _mean
-
-RESULT_FILES = ("summary.md", "config.json", "per_seed.csv", "records.csv", "metrics.png")
+from .aggregate import EvaluationResult, mean
+from .config import METHODS, METRIC_LABELS, SAMPLE_TEMPLATES
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -56,7 +55,7 @@ def write_per_seed(result: EvaluationResult, path: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["method", "relation", "seed", *result.metrics, "images"])
         for (method, relation, seed), recs in groups.items():
-            values = [_mean(r[m] for r in recs) for m in result.metrics]
+            values = [mean(r[m] for r in recs) for m in result.metrics]
             writer.writerow([method, relation, seed, *[_fmt(v, 4) if v is not None else "" for v in values], len(recs)])
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..settings import DEFAULT_GUIDANCE_SCALE, DEVICE_CHOICES
+from .config import SCORER_CHOICES
+
 HELP = "compare text-to-image, Textual Inversion, ReVersion and its ablations on a benchmark"
 
 
@@ -30,24 +33,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-accum", type=int, help="gradient accumulation steps of the learned methods")
     p.add_argument("--train-setting", action="append", default=[], metavar="KEY=VALUE", help="any other inversion setting (JSON value), repeatable")
     p.add_argument("--inference-steps", type=int, dest="inference_steps", help="DDIM steps")
-    p.add_argument("--guidance", type=float, dest="guidance_scale", help="classifier-free guidance (default 7.5)")
+    p.add_argument("--guidance", type=float, dest="guidance_scale", help=f"classifier-free guidance (default {DEFAULT_GUIDANCE_SCALE})")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="images per generation batch")
     p.add_argument("--entity-articles", action=argparse.BooleanOptionalAction, dest="entity_articles",
                    help="write 'a E_A <R> a E_B' instead of the templates' 'E_A <R> E_B' (for base models taught only the first form)")
     p.add_argument("--base-model", dest="base_model", help="hub id, diffusers folder or checkpoint (default: embedded model, else SD 1.5)")
-    p.add_argument("--scorer", choices=["auto", "world", "clip"], help="world: the synthetic world's exact scorer; clip: CLIP + relation probe")
+    p.add_argument("--scorer", choices=SCORER_CHOICES, help="world: the synthetic world's exact scorer; clip: CLIP + relation probe")
     p.add_argument("--clip-model", dest="clip_model", help="CLIPModel folder or hub id for the clip scorer")
     p.add_argument("--relation-probe", dest="relation_probe", help="a saved relation probe (.safetensors)")
     p.add_argument("--probe-images", dest="probe_images", help="labelled images, one subfolder per relation, to train the relation probe")
-    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICE_CHOICES)
     p.add_argument("--save-images", action="store_true", default=None, dest="save_images", help="also write every generated image")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
 
 
 def config_from_args(args: argparse.Namespace):
-    from .errors import ReVersionError
-    from .evaluation import EvaluationConfig, preset_config
+    from ..errors import ReVersionError
+    from .config import EvaluationConfig, preset_config
 
     names = ("out_dir", "benchmark_dir", "relations", "methods", "seeds", "templates_per_relation", "images_per_template", "train_steps",
              "inference_steps", "guidance_scale", "batch_size", "base_model", "scorer", "clip_model", "relation_probe", "probe_images",
@@ -80,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    from .evaluation import evaluate
-    from .evaluation_report import table_markdown
+    from .report import table_markdown
+    from .run import evaluate
 
     result = evaluate(config, progress=not args.no_progress)
     from accelerate import PartialState

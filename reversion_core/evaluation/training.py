@@ -1,0 +1,106 @@
+"""The evaluation's learned methods: one relation prompt per (method, relation, seed) job, trained on the base
+model this process already holds (loaded once, never once per job), or reused from an earlier run of the same
+settings, exemplars and base weights."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from ..benchmarks import BenchmarkRelation
+from .config import METHODS, EvaluationConfig, Job, method_settings
+from .processes import one_process_world
+
+
+def weights_fingerprint(pipe) -> str:
+    """A cheap fingerprint of a pipeline's weights (names, shapes and the ends of every tensor): cached results
+    from another base model, or from an earlier checkpoint of the same one, are never reused."""
+    digest = hashlib.sha1()
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        for name, tensor in part.state_dict().items():
+            flat = tensor.detach().reshape(-1).float().cpu()
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(flat[:32].numpy().tobytes() + flat[-32:].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of an exemplar folder's files (names and bytes)."""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def training_base(config: EvaluationConfig, generator, device: str):
+    """The loaded base model every learn job of this process shares: the ``generator``'s (a RelationGenerator) when it
+    already runs in the jobs' precision and attention (fp32 on the CPU), else the base model loaded once more in them (generation
+    runs in fp16 on a GPU; training the shared UNet in another precision would change it for generation)."""
+    from ..base_model import load_pipeline
+    from ..inversion import run_dtype
+
+    learned = [m for m in config.methods if METHODS[m].overrides is not None]
+    if not learned:
+        return None
+    settings = method_settings(config, learned[0], int(config.seeds[0]))  # methods differ only in their loss switches
+    dtype = run_dtype(settings)
+    if generator.pipeline.unet.dtype == dtype and settings.attention == generator.attention:
+        return generator.pipeline
+    loaded = load_pipeline(generator.source, device=device, dtype="no", attention=settings.attention)
+    if dtype != loaded.unet.dtype:  # what a run that loads the model itself does: fp32 weights cast to its dtype
+        for model in (loaded.unet, loaded.vae, loaded.text_encoder):
+            model.to(dtype=dtype)
+    return loaded
+
+
+def learn(
+    job: Job, relation: BenchmarkRelation, config: EvaluationConfig, base, source: str, base_fingerprint: str,
+    log: Callable[[str], None] = print, process: int = 0,
+) -> dict[str, Any]:
+    """Train one relation prompt on the shared base model ``base`` (see :func:`training_base`), or reuse the one a
+    previous run trained with the same settings, exemplars and base weights; write its loss curve (CSV) and what it
+    was trained from (JSON) under ``training/``."""
+    from ..inversion import FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
+
+    out = Path(config.out_dir)
+    settings = method_settings(config, job.method, job.seed)
+    relations_dir = out / "relations" / job.method
+    curve = out / "training" / job.method / f"{job.name}.csv"
+    made_from = {"settings": settings.to_dict(), "base_weights": base_fingerprint, "exemplars": folder_fingerprint(relation.folder)}
+    sidecar = curve.with_suffix(".json")
+    if (relations_dir / job.name / "card.json").is_file() and curve.is_file() and sidecar.is_file():
+        previous = json.loads(sidecar.read_text())
+        if previous.get("made_from") == json.loads(json.dumps(made_from)) and previous.get("status") == "finished":
+            return {**previous["summary"], "status": "cached", "process": process}
+    start = time.perf_counter()
+    with one_process_world():
+        run = Inversion.from_components(
+            relation.folder, base, job.name, settings, source=source, relations_dir=relations_dir, overwrite=True,
+            checkpoint_dir=out / "checkpoints" / job.method / job.name, device=config.device,
+        )
+        rows, status, message = [], "finished", ""
+        for event in run:
+            if isinstance(event, StepEvent):
+                rows.append((event.step, event.loss, event.denoise_loss, event.steer_loss))
+            elif isinstance(event, FailedEvent):
+                status, message = "failed", event.message
+            elif isinstance(event, StoppedEvent):
+                status = "stopped"
+            elif isinstance(event, FinishedEvent):
+                status = "finished"
+    curve.parent.mkdir(parents=True, exist_ok=True)
+    with open(curve, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["step", "loss", "denoise_loss", "steer_loss"])
+        writer.writerows(rows)
+    elapsed = time.perf_counter() - start
+    log(f"learned {job.method} {job.name} in {elapsed:.0f}s ({status}{': ' + message if message else ''})")
+    summary = {"job": asdict(job), "status": status, "message": message, "elapsed_s": round(elapsed, 1), "process": process}
+    if rows:
+        summary["final_denoise_loss"] = round(sum(r[2] for r in rows[-20:]) / len(rows[-20:]), 5)
+    sidecar.write_text(json.dumps({"made_from": made_from, "status": status, "summary": summary}, indent=1, default=str))
+    return summary

@@ -1,0 +1,237 @@
+"""The Train tab: exemplars from a benchmark set or an upload, the method's settings, Start/Stop, continuing a
+relation trained here, and the run streamed as status, loss plots, previews and the words nearest to <R>."""
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+
+import gradio as gr
+
+from reversion_core import studio as st
+from reversion_core.errors import ReVersionError
+from reversion_core.exemplars import ExemplarSet, exemplars_from_files
+from reversion_core.forms import SOURCES, TRAIN_BOUNDS, TrainForm
+from reversion_core.relation_file import check_name
+from reversion_core.settings import MAX_SEED, InversionSettings
+from reversion_core.training_jobs import loss_frames
+
+from .score_panel import build_score_panel
+from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices
+
+CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
+                       "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
+# raw per-step lines faint, smoothed lines solid (the plot draws them in training_jobs' MAIN_SERIES / STEER_SERIES order)
+LOSS_COLOURS = {"total": "rgba(234,88,12,0.3)", "denoise": "rgba(37,99,235,0.3)", "steering": "rgba(22,163,74,0.3)",
+                "total (smoothed)": "#ea580c", "denoise (smoothed)": "#2563eb", "steering (smoothed)": "#16a34a"}
+MAX_CHECKED_STARTS = 64  # checked Start clicks kept for the run that follows each
+
+
+@dataclass(frozen=True)
+class Start:
+    """A Start click, checked: what the run learns from, its name and settings, and the bytes of upload it keeps."""
+
+    exemplars: ExemplarSet
+    name: str
+    settings: InversionSettings
+    incoming: int
+
+
+def build_train_tab(studio: st.Studio, page: Page) -> None:
+    benchmark_sets = st.list_benchmark_sets(studio.benchmark_dir)
+    first_set = benchmark_sets[0] if benchmark_sets else None
+    defaults = TrainForm()
+    lim = studio.workspaces.limits if studio.workspaces is not None else None
+    steps_info = f"at most {lim.train_steps} a run here" if lim is not None else None
+    built_name = studio.shared.free_name(first_set) if first_set and not studio.public else (first_set or "")
+
+    @handler(studio)
+    def show_set(name):
+        if not name:
+            return [], defaults.preview_prompt
+        view = st.benchmark_view(studio.benchmark_dir, name)
+        prompt = view.templates[0] if view.templates else defaults.preview_prompt
+        return [(image, caption.split("\n")[0]) for image, caption in view.gallery], prompt  # every level is in Benchmark
+
+    @handler(studio)
+    def choose_set(name, shelf):
+        return (*show_set(name), shelf.free_name(name) if name else gr.skip())
+
+    @handler(studio)
+    def propose_name(set_name, current, shelf):
+        """On page load: a free name again (relations may have been added since the page was built), unless the person
+        has already typed one."""
+        return shelf.free_name(set_name) if set_name and current == built_name else gr.skip()
+
+    checked: collections.OrderedDict = collections.OrderedDict()  # owner -> (form, Start) of the last checked Start
+    checked_lock = threading.Lock()
+
+    def check_start(form: TrainForm, shelf) -> Start:
+        """A Start click's exemplars, name and settings, built once, and everything it could be refused for."""
+        incoming = 0
+        if form.from_benchmark:
+            exemplars = st.load_benchmark_set(studio.benchmark_dir, form.set_name)
+        else:
+            incoming = shelf.check_upload(form.files)
+            exemplars = exemplars_from_files(form.files, form.captions)
+        name = form.name.strip() or (shelf.free_name(form.set_name) if form.from_benchmark and form.set_name else "")
+        if not name:
+            raise ReVersionError("Give the relation a name, such as 'painted_on'.")
+        start = Start(exemplars, check_name(name), form.settings(), incoming)
+        studio.check_training(start.name, start.settings, form.overwrite, shelf, incoming)
+        return start
+
+    @handler(studio, TrainForm)
+    def prepare_training(form, shelf, owner):
+        """Check a training's inputs without starting it: the status line it would start with, or the error."""
+        start = check_start(form, shelf)
+        with checked_lock:  # the run that follows this click takes it (one per page, a few pages at most)
+            checked[owner] = (form, start)
+            checked.move_to_end(owner)
+            while len(checked) > MAX_CHECKED_STARTS:
+                checked.popitem(last=False)
+        studio.slot.forget(owner)
+        return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{start.name}**: loading the base model..."
+
+    @handler(studio, TrainForm)
+    def train(form, shelf, owner, request):
+        """Learn a relation from a benchmark set (source 'Benchmark set', set_name from /list_benchmark_sets) or from
+        uploaded images with captions (source 'Upload'); streams status, loss plots, previews and nearest words.
+        The training runs on the server: a closed connection stops only the stream, /stop stops the run."""
+        with checked_lock:
+            earlier, start = checked.pop(owner, (None, None))
+        if earlier != form:  # an API call without /prepare_training, or values changed since
+            start = check_start(form, shelf)
+        updates = studio.train(owner, start.exemplars, start.name, start.settings, form.overwrite, shelf, start.incoming)
+        yield from stream(updates, shelf, request)
+
+    @handler(studio)
+    def continue_training(name=None, more_steps=None, shelf=None, owner=None, request=None):
+        """Train a relation learned in this app for more steps, from where it stopped; streams like /train."""
+        if not name:
+            raise ReVersionError("Choose a relation to continue.")
+        job = studio.continue_training(owner, name, 100 if more_steps is None else more_steps, shelf)
+        yield from stream(job.updates(), shelf, request)
+
+    @handler(studio)
+    def follow_training(shelf, owner, request):
+        yield from stream(studio.follow(owner), shelf, request)
+
+    @handler(studio)
+    def stop(owner, request):
+        """Stop your running training (it saves the latest <R>) or cancel your queued one."""
+        message = studio.slot.stop(owner)
+        gr.Info(for_page(message, request))
+        return as_markdown(message)
+
+    @handler(studio)
+    def continue_choices(current, shelf):
+        names = studio.continuable(shelf)
+        return gr.Dropdown(choices=names, value=current if current in names else (names[0] if names else None))
+
+    def stream(updates, shelf, request):
+        """TrainUpdates as the Train tab's outputs; previews are sent again only when they change."""
+        previews = None
+        for update in updates:
+            if update.warning:
+                gr.Warning(for_page(update.warning, request))
+            # an empty first frame would fix the plot's colour domain to no series at all: send frames once rows exist
+            main, steer = loss_frames(update.losses) if update.losses else (gr.skip(), gr.skip())
+            saved = relation_choices(studio, shelf, select=update.saved) if update.saved else gr.skip()
+            names = studio.continuable(shelf) if update.saved else None
+            again = gr.Dropdown(choices=names, value=update.saved if update.saved in names else None) if update.saved else gr.skip()
+            new_previews = update.previews if update.previews is not previews else gr.skip()
+            previews = update.previews
+            yield (as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again,
+                   update.saved or gr.skip())
+
+    with gr.Tab("Train", id="train") as tab:
+        with gr.Row():
+            with gr.Column(scale=1):
+                page.source = source = gr.Radio(list(SOURCES), value=defaults.source, label="Exemplars from")
+                with gr.Group(visible=True) as set_group:
+                    page.train_set = train_set = gr.Dropdown(benchmark_sets, value=first_set, label="Benchmark exemplar set")
+                    set_gallery = gr.Gallery(label="Exemplars", columns=3, height="auto", elem_classes="pixelated", format="png",
+                                             allow_preview=False, object_fit="contain", elem_id="set-gallery")
+                with gr.Group(visible=False) as upload_group:
+                    files = gr.File(label="Exemplar images (and optionally a text.json)", file_count="multiple",
+                                    file_types=["image", ".json"], type="filepath")
+                    captions = gr.Textbox(label="Captions with <R>", lines=4, placeholder=CAPTIONS_PLACEHOLDER)
+                page.name = name = gr.Textbox(label="Relation name", value=built_name, max_lines=1, elem_id="relation-name")
+                overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name" if not studio.public else
+                                        "Overwrite one of your relations of the same name", value=False, elem_id="overwrite")
+                with gr.Row():
+                    steps = int_slider(1, 3000, defaults.steps, "Steps", elem_id="train-steps", info=steps_info)
+                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
+                with gr.Row():
+                    lr = gr.Number(value=defaults.learning_rate, label="Learning rate (x batch x accumulation)",
+                                   minimum=TRAIN_BOUNDS["learning_rate"][1], maximum=TRAIN_BOUNDS["learning_rate"][2])
+                    batch = int_slider(*TRAIN_BOUNDS["batch_size"][1:], defaults.batch_size, "Batch size")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        steering = gr.Checkbox(value=defaults.steering, label="Relation-steering contrastive loss")
+                        lambda_steer = gr.Number(value=defaults.lambda_steer, label="Steering weight (lambda)",
+                                                 minimum=TRAIN_BOUNDS["lambda_steer"][1], maximum=TRAIN_BOUNDS["lambda_steer"][2])
+                    with gr.Row():
+                        importance = gr.Checkbox(value=defaults.importance_sampling, label="Relation-focal importance sampling")
+                        alpha = gr.Slider(0.0, 1.0, value=defaults.alpha, step=0.05, label="Sampling alpha")
+                    with gr.Row():
+                        positives = int_slider(*TRAIN_BOUNDS["positives"][1:], defaults.positives, "Positives per step")
+                        temperature = gr.Number(value=defaults.temperature, label="Temperature",
+                                                minimum=TRAIN_BOUNDS["temperature"][1], maximum=TRAIN_BOUNDS["temperature"][2])
+                    with gr.Row():
+                        grad_accum = int_slider(*TRAIN_BOUNDS["grad_accum"][1:], defaults.grad_accum, "Gradient accumulation")
+                        preview_every = int_slider(0, 500, defaults.preview_every, "Preview every K steps (0: never)")
+                    validation = gr.Textbox(value=defaults.preview_prompt, label="Preview prompt", max_lines=1)
+                with gr.Row():
+                    start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                with gr.Accordion("Continue a relation trained here", open=False, elem_id="continue-box"):
+                    with gr.Row():
+                        page.continue_name = continue_name = gr.Dropdown(
+                            studio.continuable() if not studio.public else [], label="Relation to continue",
+                            elem_id="continue-name", scale=2, allow_custom_value=True)  # choices grow
+                        more_steps = int_slider(1, 3000, 100, "More steps", elem_id="more-steps", scale=2)
+                    continue_btn = gr.Button("Continue training", elem_id="continue-start")
+            with gr.Column(scale=1):
+                train_status = gr.Markdown("Idle.", label="Status", elem_id="train-status")
+                loss_plot = gr.LinePlot(x="step", y="loss", color="series", elem_id="loss-plot", height=260, label="Loss",
+                                        color_map=LOSS_COLOURS, colors_in_legend=[])
+                steer_plot = gr.LinePlot(x="step", y="loss", color="series", height=200, elem_id="steer-plot",
+                                         label="Steering loss", color_map=LOSS_COLOURS, colors_in_legend=[])
+                gr.Markdown("Orange: total loss, drawn over blue: denoise loss; green: steering loss. Faint: each step; "
+                            "solid: smoothed (moving average).", elem_id="loss-key")
+                previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
+                                      elem_id="train-previews", object_fit="contain")
+                nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
+                trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
+                build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score")
+
+    fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "steps": steps,
+              "learning_rate": lr, "batch_size": batch, "seed": seed, "steering": steering, "lambda_steer": lambda_steer,
+              "importance_sampling": importance, "alpha": alpha, "positives": positives, "temperature": temperature,
+              "grad_accum": grad_accum, "preview_every": preview_every, "preview_prompt": validation, "files": files,
+              "captions": captions}
+    def wire() -> None:  # once every tab is built: the outputs include the Generate tab's relation list
+        train_inputs = [fields[n] for n in train.input_names] + [page.owner]
+        outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name, trained]
+        source.change(lambda s: (gr.Group(visible=s == SOURCES[0]), gr.Group(visible=s == SOURCES[1])), source,
+                      [set_group, upload_group], queue=False, **PRIVATE)  # instant toggles
+        train_set.change(choose_set, [train_set, page.owner], [set_gallery, validation, name], **PRIVATE)
+        # the run lives on the server, so following it needs no worker of the queue
+        start_btn.click(prepare_training, train_inputs, train_status, api_name="prepare_training").success(
+            train, train_inputs, outputs, api_name="train", concurrency_limit=None)
+        continue_btn.click(continue_training, [continue_name, more_steps, page.owner], outputs, api_name="continue_training",
+                           concurrency_limit=None)
+        stop_btn.click(stop, page.owner, train_status, api_name="stop", concurrency_limit=None)  # never waits behind the run
+        tab.select(continue_choices, [continue_name, page.owner], continue_name, **PRIVATE)
+
+        page.on_load += [  # after the page's token is known
+            lambda loaded: loaded.then(propose_name, [train_set, name, page.owner], name, queue=False, **PRIVATE),
+            lambda loaded: loaded.then(show_set, train_set, [set_gallery, validation], **PRIVATE),
+            lambda loaded: loaded.then(continue_choices, [continue_name, page.owner], continue_name, **PRIVATE),
+            # a reloaded page owns its training still and follows it again
+            lambda loaded: loaded.then(follow_training, page.owner, outputs, concurrency_limit=None, **PRIVATE),
+        ]
+
+    page.later.append(wire)
