@@ -52,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 text, table, _ = client.predict(args.relation, args.pairs, api_name="/score_relation")
                 seconds = time.perf_counter() - t
-                result["rounds"].append({"click_to_card_s": round(seconds, 1), "table": table["data"], "load": os.getloadavg()})
-                print(f"round {k + 1}: {seconds:.1f} s from click to card ({args.pairs} pairs), load average "
+                result["rounds"].append({"click_to_card_s": round(seconds, 1), "card": text, "table": table["data"],
+                                         "load": os.getloadavg()})
+                print(f"round {k + 1}: {seconds:.1f} s from click to card ({args.pairs} pairs; the card's own timer: "
+                      f"{text.split(' denoising steps, ')[1].split(',')[0]}), load average "
                       f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
                 for row in table["data"]:
                     print("   " + " | ".join(str(v) for v in row))
