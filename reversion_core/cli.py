@@ -73,6 +73,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-prompt", dest="validation_prompt")
     g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
+    card = p.add_argument_group("report card")
+    card.add_argument("--score", action="store_true", help="score the new relation on held-out entity pairs once it is saved")
+    card.add_argument("--score-pairs", type=int, metavar="N", help="entity pairs for --score (default 16; giving it turns --score on)")
 
 
 KEPT_EXEMPLARS = "exemplars"  # beside a run's checkpoints: the exemplars it learns from (the app keeps them there too)
@@ -101,6 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         exemplars = _kept_exemplars(Path(args.resume))
     if not exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
+    score_pairs = _score_pairs(args)  # checked before the training, which may take long
     checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
     base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
     overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
@@ -143,11 +147,47 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
                 if event.message:
                     print(event.message)
+                if score_pairs and isinstance(event, FinishedEvent) and event.path is not None:
+                    _score_new_relation(args, event.path, score_pairs)
+                elif event.path is not None:
+                    print(f"Score it on new entity pairs: {score_command(event.path, args.base_model)}")
         elif isinstance(event, FailedEvent):
             bar.close()
             print(f"error: {event.message}", file=sys.stderr)
             code = 2
     return code
+
+
+def _score_pairs(args: argparse.Namespace) -> int | None:
+    """The pairs ``--score`` asks for (None: no scoring), refused in one sentence when out of range."""
+    from .report_card import DEFAULT_PAIRS, MAX_PAIRS
+
+    if args.score_pairs is None:
+        return DEFAULT_PAIRS if args.score else None
+    if not 1 <= args.score_pairs <= MAX_PAIRS:
+        raise ReVersionError(f"--score-pairs must be from 1 to {MAX_PAIRS}, not {args.score_pairs}.")
+    return args.score_pairs
+
+
+def score_command(path: str | os.PathLike, base_model: str | None = None) -> str:
+    """The shell command that scores the relation saved at ``path`` (on ``base_model`` when one was named)."""
+    import shlex
+
+    command = f"python -m reversion_core score {shlex.quote(str(path))}"
+    return command + (f" --base-model {shlex.quote(str(base_model))}" if base_model else "")
+
+
+def _score_new_relation(args: argparse.Namespace, path: Path, pairs: int) -> None:
+    """Score a just-saved relation with a fresh pipeline (the training's text encoder carries its hook) and print it."""
+    from .generation import RelationGenerator
+    from .relation_file import load_relation
+    from .report_card_cli import score_and_print
+
+    try:
+        generator = RelationGenerator(args.base_model, args.device, relations_dir=args.relations_dir)
+        score_and_print(load_relation(path, None), generator, pairs=pairs)
+    except ReVersionError as exc:
+        raise ReVersionError(f"{exc} The relation is saved; score it later with: {score_command(path, args.base_model)}") from None
 
 
 TRAIN = SimpleNamespace(HELP="learn a relation prompt <R> from exemplar images", add_arguments=_train_arguments, run=_train)

@@ -9,7 +9,8 @@ generates one image per entity pair the exemplars do not use and reads every ima
 - on any other base model (Stable Diffusion), with CLIP: the entity score, and the relation score of a linear probe
   (:mod:`reversion_core.clip_metrics`) when one is given; where the CLIP weights are missing, a sentence says so.
 
-The figures are saved into the relation's ``card.json`` (``report_card``), written whole and renamed into place.
+The figures are saved into the relation's ``card.json`` (``report_card``) and the marked grid into ``report_card.png``
+beside it, each written whole and renamed into place.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_PLACEHOLDER
 DEFAULT_PAIRS = 16
 DEFAULT_STEPS = 25
 MAX_PAIRS = 200
+GRID_FILE = "report_card.png"  # the marked grid of the saved card, beside card.json
 WORLD_METRICS = ("relation_accuracy", "entity_accuracy", "appearance_leakage")
 CLIP_METRICS = ("entity_score", "relation_score")
 # Frames of the grid: relation and entities right, relation right but an entity wrong, relation wrong, not read.
@@ -342,22 +344,47 @@ def _clip_figures(card: ReportCard, world_name, clip_model, relation_probe):
     return figures["metrics"], figures["reference"], note
 
 
-def save_report_card(relation: RelationPrompt, card: ReportCard) -> Path:
-    """Put ``card.summary()`` into the relation's ``card.json`` (written whole, then renamed into place)."""
+def save_report_card(relation: RelationPrompt, card: ReportCard, grid: bool = True) -> Path:
+    """Put ``card.summary()`` into the relation's ``card.json`` and, with ``grid``, the marked grid into
+    ``report_card.png`` beside it; each file is written whole, then renamed into place (the grid first, so the card
+    never names a grid that is not there)."""
     if relation.path is None or not (Path(relation.path) / CARD_FILE).is_file():
         raise ReVersionError(f"Relation {relation.name!r} has no folder with a card to save the report card into.")
     path = Path(relation.path) / CARD_FILE
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ReVersionError(f"{path} is not a relation card; the report card was not saved.")
-    data["report_card"] = card.summary()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{CARD_FILE}.")
+    summary = card.summary()
+    if grid and card.images:
+        _write_whole(path.parent / GRID_FILE, lambda f: card.grid().save(f, format="PNG"), binary=True)
+        summary["grid"] = GRID_FILE
+    data["report_card"] = summary
+    _write_whole(path, lambda f: json.dump(data, f, indent=2, default=str))
+    relation.card = data
+    return path
+
+
+def _write_whole(path: Path, write: Callable[[Any], None], binary: bool = False) -> None:
+    """Write ``path`` through a temporary file in its folder, renamed into place (removed if anything fails)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    relation.card = data
-    return path
+
+
+def saved_report_card(relation: RelationPrompt) -> tuple[dict[str, Any] | None, Image.Image | None]:
+    """The report card saved in a relation's ``card.json`` (None when it has none) and its grid image when the card
+    names one that is still readable (read bounded, like a preview)."""
+    from .relation_file import read_preview_file
+
+    summary = relation.card.get("report_card")
+    if not isinstance(summary, dict):
+        return None, None
+    grid = None
+    if summary.get("grid") == GRID_FILE and relation.path is not None and (Path(relation.path) / GRID_FILE).is_file():
+        grid = read_preview_file(Path(relation.path) / GRID_FILE)
+    return summary, grid

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .generation import RelationGenerator
+    from .relation_file import RelationPrompt
+    from .report_card import ReportCard
 
 HELP = "score a relation on held-out entity pairs (the report card)"
 
@@ -36,13 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from .base_model import same_base_model
     from .errors import ReVersionError
     from .generation import RelationGenerator
     from .relation_file import load_relation
-    from .report_card import save_report_card, score_relation
     from .settings import DEFAULT_GUIDANCE_SCALE
 
     generator = RelationGenerator(args.base_model, args.device, relations_dir=args.relations_dir)
@@ -52,22 +55,36 @@ def run(args: argparse.Namespace) -> int:
             f"Relation {relation.name!r} was learned on {relation.base_model_id}, not on the loaded base model "
             f"{generator.base_model_id}; score it with --base-model set to its base model."
         )
+    score_and_print(
+        relation, generator, pairs=args.pairs, seed=args.seed, steps=args.steps,
+        guidance_scale=DEFAULT_GUIDANCE_SCALE if args.guidance is None else args.guidance, scorer=args.scorer,
+        reference=not args.no_reference, clip_model=args.clip_model, relation_probe=args.relation_probe,
+        save=not args.no_save, grid=args.grid, as_json=args.json,
+    )
+    return 0
+
+
+def score_and_print(
+    relation: RelationPrompt, generator: RelationGenerator, save: bool = True, grid: str | None = None,
+    as_json: bool = False, **options: Any,
+) -> ReportCard:
+    """Score ``relation`` with a progress line on stderr, save the card unless ``save`` is false, write the grid
+    when asked, and print the table (or the summary as JSON). ``options`` go to ``score_relation``."""
+    import json
+
+    from .report_card import save_report_card, score_relation
 
     def progress(done: int, total: int) -> None:
         print(f"\rscoring: {done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
-    card = score_relation(
-        relation, generator, pairs=args.pairs, seed=args.seed, steps=args.steps,
-        guidance_scale=DEFAULT_GUIDANCE_SCALE if args.guidance is None else args.guidance, scorer=args.scorer,
-        reference=not args.no_reference, clip_model=args.clip_model, relation_probe=args.relation_probe, progress=progress,
-    )
-    if not args.no_save:
+    card = score_relation(relation, generator, progress=progress, **options)
+    if save:
         save_report_card(relation, card)
-    if args.grid:
-        card.grid().save(args.grid)
-    if args.json:
+    if grid:
+        card.grid().save(grid)
+    if as_json:
         print(json.dumps(card.summary(), indent=2))
-        return 0
+        return card
     print(f"report card of {relation.name!r} on {len(card.pairs)} held-out entity pairs ({card.kind} scorer, {card.seconds:.0f} s)")
     reference = card.reference_prompt or "-"
     print(f"{'figure':<34} {'<R>':>6} {'phrase':>7} {'chance':>7}   (phrase: {reference})")
@@ -75,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<34} {value:>6} {ref:>7} {chance:>7}")
     if card.note:
         print(card.note)
-    if args.grid:
-        print(args.grid)
-    return 0
+    if grid:
+        print(grid)
+    return card

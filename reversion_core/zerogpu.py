@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from .errors import ReVersionError
 from .exemplars import ExemplarSet
 from .hosting import Runtime
+from .report_card import DEFAULT_STEPS as CARD_STEPS
 from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
 
 CAP_VARIABLE = "REVERSION_GPU_CAP_S"
@@ -109,6 +110,24 @@ class TrainingRequest:
 
 
 @dataclass
+class ScoreRequest:
+    """One "Score this relation" click: the relation's folder and how many held-out entity pairs to score it on."""
+
+    relation: str
+    pairs: int
+    steps: int = CARD_STEPS
+    reference: bool = True  # also generate with the relation's own phrase (doubles the images)
+
+
+@dataclass
+class ScoreProgress:
+    """Images of a report card generated so far."""
+
+    done: int
+    total: int
+
+
+@dataclass
 class TrainingReady:
     """The run is prepared on the device and its first step starts; ``seconds`` the preparation took."""
 
@@ -153,6 +172,7 @@ class GpuRunner:
         self._tokenizer = copy.deepcopy(pipe.tokenizer)  # pristine: before any relation is installed
         self._generate_gpu = spaces.GPU(duration=self.generation_seconds)(self._generate_on_gpu)
         self._train_gpu = spaces.GPU(duration=self.training_seconds)(self._train_on_gpu)
+        self._score_gpu = spaces.GPU(duration=self.score_seconds)(self._score_on_gpu)
 
     # ------------------------------------------------------------------------------------------- durations
     def generation_estimate(self, request: GenerationRequest) -> float:
@@ -239,6 +259,69 @@ class GpuRunner:
                 seed=int(request.seed), steps=int(request.steps), guidance_scale=float(request.guidance_scale),
             )
             return result, time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------- report cards
+    def score_estimate(self, request: ScoreRequest) -> float:
+        """Seconds of GPU work a report card needs, before the margin: its images x steps x seconds per image-step
+        (the relation's phrase doubles the images; an upper bound, since a card without a world relation has none)."""
+        return int(request.pairs) * (2 if request.reference else 1) * int(request.steps) * self.times.generation
+
+    def score_seconds(self, request: ScoreRequest) -> int:
+        return max(1, math.ceil(self.score_estimate(request) * MARGIN))
+
+    def check_score(self, request: ScoreRequest) -> None:
+        """Refuse a report card longer than the cap, saying how many entity pairs fit."""
+        if self.cap_s is None or self.score_seconds(request) <= self.cap_s:
+            return
+        per_pair = self.score_estimate(replace(request, pairs=1)) * MARGIN
+        fit = int(self.cap_s // per_pair)
+        raise ReVersionError(
+            f"A report card on {int(request.pairs)} entity pairs needs about {self.score_seconds(request)} GPU seconds, "
+            f"more than this app's limit of {self.cap_s:g}; at most {fit} pairs fit, so score on {fit} pairs or fewer."
+            if fit >= 1 else
+            f"Even one entity pair needs more than this app's GPU limit of {self.cap_s:g} seconds; no report card fits."
+        )
+
+    def score(self, request: ScoreRequest) -> Iterator[Any]:
+        """Score a relation on the GPU: ScoreProgress as images are made, then the ReportCard (nothing is saved here:
+        on ZeroGPU this runs in a worker process). The time it took updates the generation estimate."""
+        self.check_score(request)
+        for item in self._score_gpu(request):
+            if not isinstance(item, ScoreProgress):
+                images = len(item.images) + len(item.reference_images)
+                self.times.observe_generation(item.seconds, images, int(request.steps))
+            yield item
+
+    def _score_on_gpu(self, request: ScoreRequest) -> Iterator[Any]:
+        import queue
+
+        from .relation_file import load_relation
+        from .report_card import score_relation
+
+        ticks: queue.Queue = queue.Queue()
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:  # a thread, so progress streams out while the pipeline works (held under the lock)
+            try:
+                with self._lock:
+                    outcome["card"] = score_relation(
+                        load_relation(request.relation, None), self.generator, pairs=int(request.pairs),
+                        steps=int(request.steps), reference=request.reference,
+                        progress=lambda done, total: ticks.put(ScoreProgress(done, total)),
+                    )
+            except BaseException as exc:  # raised again in the caller's thread
+                outcome["error"] = exc
+            finally:
+                ticks.put(None)
+
+        thread = threading.Thread(target=work, daemon=True, name="reversion-report-card")
+        thread.start()
+        while (tick := ticks.get()) is not None:
+            yield tick
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["card"]
 
     # ------------------------------------------------------------------------------------------- training
     def training_settings(self, settings: InversionSettings) -> InversionSettings:

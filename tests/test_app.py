@@ -336,7 +336,7 @@ def test_error_texts_reach_api_clients_as_plain_text(client, tmp_path):
 def test_the_api_lists_relation_choices_names_its_outputs_and_types_integers(client):
     api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     assert set(api) == {"/prepare_training", "/train", "/continue_training", "/stop", "/generate", "/import_relation",
-                        "/download_relation", "/benchmark_set", "/list_relations", "/list_benchmark_sets"}
+                        "/download_relation", "/benchmark_set", "/list_relations", "/list_benchmark_sets", "/score_relation"}
     relation = api["/generate"]["parameters"][0]
     assert relation["parameter_name"] == "relation" and SHIPPED in relation["type"]["enum"]
     assert api["/list_relations"]["parameters"] == [] and api["/list_benchmark_sets"]["parameters"] == []

@@ -150,3 +150,35 @@ def test_cli_score_refuses_a_relation_of_another_base_model(tmp_path, tiny_model
     save_relation(RelationPrompt("above", "<R>", torch.randn(32), {"relation": ABOVE, "base_model": "other#0123456789"}), tmp_path / "r")
     assert main(["score", "above", "--relations-dir", str(tmp_path / "r"), "--base-model", str(tiny_model_dir), "--device", "cpu"]) == 2
     assert "Relation 'above' was learned on other#0123456789, not on the loaded base model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- train, then score
+def train_argv(exemplar_dir, tiny_model_dir, relations, *extra):
+    return ["train", str(exemplar_dir), "--name", "rel", "--base-model", str(tiny_model_dir), "--relations-dir", str(relations),
+            "--steps", "2", "--grad-accum", "1", "--device", "cpu", *extra]
+
+
+def test_cli_train_ends_with_the_command_that_scores_the_new_relation(exemplar_dir, tiny_model_dir, tmp_path, capsys):
+    relations = tmp_path / "relations"
+    assert main(train_argv(exemplar_dir, tiny_model_dir, relations)) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"Score it on new entity pairs: python -m reversion_core score {relations / 'rel'} --base-model {tiny_model_dir}"
+    assert "report_card" not in json.loads((relations / "rel" / "card.json").read_text())
+
+
+def test_cli_train_with_score_prints_the_card_and_saves_it(exemplar_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the 16 px model is scored with CLIP, whose weights are not here
+    relations = tmp_path / "relations"
+    assert main(train_argv(exemplar_dir, tiny_model_dir, relations, "--score-pairs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "report card of 'rel' on 2 held-out entity pairs (clip scorer" in out and "CLIP entity score" in out
+    assert "No CLIP score: The CLIP model 'openai/clip-vit-large-patch14' could not be loaded" in out
+    saved = json.loads((relations / "rel" / "card.json").read_text())["report_card"]
+    assert saved["kind"] == "clip" and len(saved["pairs"]) == 2 and saved["metrics"]["entity_score"] is None
+
+
+def test_cli_train_refuses_score_pairs_out_of_range_before_training(exemplar_dir, tiny_model_dir, tmp_path, capsys):
+    relations = tmp_path / "relations"
+    assert main(train_argv(exemplar_dir, tiny_model_dir, relations, "--score-pairs", "0")) == 2
+    assert capsys.readouterr().err.strip() == "error: --score-pairs must be from 1 to 200, not 0."
+    assert not relations.exists()

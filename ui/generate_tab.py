@@ -11,6 +11,7 @@ from reversion_core.errors import ReVersionError
 from reversion_core.forms import MODES, GenerateForm
 from reversion_core.settings import MAX_SEED
 
+from .score_panel import build_score_panel
 from .wiring import PRIVATE, Page, for_page, handler, int_slider, relation_choices, unusable_text
 
 STYLE_EXAMPLES = ("", "on a dotted background", "on a striped background")
@@ -88,6 +89,8 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
                 used_prompt = gr.Markdown(label="Prompt")
                 relation_preview = gr.Image(label="Training preview of this relation", height=320, elem_classes="pixelated",
                                             format="png", interactive=False, elem_id="relation-preview")
+                build_score_panel(studio, relation, page.owner, api_name="score_relation", refresh_on=[tab.select],
+                                  elem_prefix="gen-score")
                 with gr.Accordion("Import or download a relation", open=False, elem_id="import-box"):
                     import_files = gr.File(label="Relation file(s): .safetensors, learned_embeds.bin, card.json or a relation .zip",
                                            file_count="multiple", file_types=[".safetensors", ".bin", ".pt", ".json", ".zip"],

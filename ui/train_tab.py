@@ -16,6 +16,7 @@ from reversion_core.relation_file import check_name
 from reversion_core.settings import MAX_SEED, InversionSettings
 from reversion_core.training_jobs import loss_frames
 
+from .score_panel import build_score_panel
 from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices
 
 CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
@@ -141,7 +142,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
             again = gr.Dropdown(choices=names, value=update.saved if update.saved in names else None) if update.saved else gr.skip()
             new_previews = update.previews if update.previews is not previews else gr.skip()
             previews = update.previews
-            yield as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again
+            yield (as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again,
+                   update.saved or gr.skip())
 
     with gr.Tab("Train", id="train") as tab:
         with gr.Row():
@@ -202,6 +204,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
                 nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
+                trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
+                build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score")
 
     fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "steps": steps,
               "learning_rate": lr, "batch_size": batch, "seed": seed, "steering": steering, "lambda_steer": lambda_steer,
@@ -210,7 +214,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
               "captions": captions}
     def wire() -> None:  # once every tab is built: the outputs include the Generate tab's relation list
         train_inputs = [fields[n] for n in train.input_names] + [page.owner]
-        outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name]
+        outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name, trained]
         source.change(lambda s: (gr.Group(visible=s == SOURCES[0]), gr.Group(visible=s == SOURCES[1])), source,
                       [set_group, upload_group], queue=False, **PRIVATE)  # instant toggles
         train_set.change(choose_set, [train_set, page.owner], [set_gallery, validation, name], **PRIVATE)
