@@ -21,6 +21,9 @@ BROWSER_MODULES = {"test_browser.py"}
 SLOW_TESTS = {  # real evaluation runs (on the embedded model; in two accelerate processes)
     "test_evaluation.py::test_quick_preset_writes_every_table_and_text_to_image_beats_chance",
     "test_evaluation.py::test_two_accelerate_processes_gather_the_same_records_as_one",
+    # the report-card panel served by app.py (a subprocess each)
+    "test_score_panel.py::test_the_app_scores_a_relation_and_saves_its_card",
+    "test_score_panel.py::test_the_public_app_scores_a_shipped_relation_without_saving",
 }
 
 
@@ -29,7 +32,8 @@ def pytest_collection_modifyitems(items):
         module = item.path.name
         if module in SLOW_MODULES or module in BROWSER_MODULES or f"{module}::{item.name}" in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
-        if module in BROWSER_MODULES:
+        if module in BROWSER_MODULES or item.name.startswith("test_browser_"):  # headless Chromium
+            item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.browser)
 
 
