@@ -7,6 +7,8 @@ A relation is a folder ``relations/<name>/`` holding
 Folders are written whole into a temporary folder and renamed into place, so a reader never sees half a relation.
 Foreign formats import too: a ``.safetensors`` or a ``learned_embeds.bin`` ``{token: tensor}`` as saved by the
 official ReVersion code and diffusers' textual-inversion example, read with ``torch.load(weights_only=True)`` only.
+Slightly over 400 lines because writing, listing and crash recovery (the two-rename swap and its repair) share the
+folder layout and must change together.
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ and turned from the engine's events into the Train tab's updates (the threads th
 ``training_jobs``), and benchmark browsing.
 
 Nothing here imports gradio; ``app.py`` maps these plain values onto components. Heavy modules (torch, diffusers)
-are imported on first use so the app serves its first page before they load.
+are imported on first use so the app serves its first page before they load. Slightly over 400 lines: the
+training's start, continue, follow and stop paths share the job and shelf state kept here.
 """
 from __future__ import annotations
 

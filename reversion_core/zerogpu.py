@@ -9,7 +9,8 @@ much fits. Training is a generator: the engine's events stream out of the GPU fu
 Off ZeroGPU `spaces.GPU` returns the function unchanged, so the same code runs on a CUDA GPU or the CPU.
 On ZeroGPU the decorated functions run in a forked worker: their arguments and everything they yield or return
 are pickled, and nothing they change in memory comes back. So a stop request travels as a file, and the timings are
-measured inside and read outside.
+measured inside and read outside. Over 400 lines because generation, training and scoring share the duration
+model, the cap and the pipeline lock, and each needs its decorated function beside them.
 """
 from __future__ import annotations
 

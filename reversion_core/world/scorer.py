@@ -2,6 +2,7 @@
 
 It knows the palette the renderer uses, so on fresh renders it is exact up to anti-aliasing; on a generated
 image it reads what is there and says ``None`` ("not found") for what it cannot read, never raising.
+Over 400 lines because each of the twelve relations has its own geometric test, and they share the entity reader.
 """
 from __future__ import annotations
 
