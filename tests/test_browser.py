@@ -9,6 +9,7 @@ this test on the embedded model with the shipped relations, generating with one 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -55,16 +56,23 @@ def served_app(tiny_model_dir, tmp_path_factory):
         process.wait(10)
 
 
-@pytest.fixture
-def page(served_app):
+@contextlib.contextmanager
+def open_page(url: str):
+    """Headless Chromium on the app at ``url``, once the page's load events have answered."""
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
-        page.goto(served_app[0])
-        page.wait_for_selector("#set-gallery img")  # the page's load events have answered
+        page.goto(url)
+        page.wait_for_selector("#set-gallery img")
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(served_app):
+    with open_page(served_app[0]) as page:
+        yield page
 
 
 def screenshot_dir(tmp_path: Path) -> Path:

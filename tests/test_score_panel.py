@@ -332,17 +332,11 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian
 
 @pytest.fixture
 def page(world_app):
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    from test_browser import CHROMIUM_ARGS
+    pytest.importorskip("playwright.sync_api", reason="the browser tests drive Chromium through Playwright")
+    from test_browser import open_page
 
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(world_app[0])
-        page.wait_for_selector("#set-gallery img")  # the page's load events have answered
+    with open_page(world_app[0]) as page:
         yield page
-        browser.close()
 
 
 def grid_width(page, prefix: str) -> int:
