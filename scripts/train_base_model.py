@@ -23,6 +23,7 @@ import copy
 import csv
 import hashlib
 import math
+import multiprocessing
 import os
 import shutil
 import sys
@@ -68,16 +69,23 @@ def random_scenes(n: int, rng: np.random.Generator, relations=RELATION_NAMES) ->
     return [random_scene(rng, relations[int(rng.integers(len(relations)))]) for _ in range(n)]
 
 
-def render_pool(n: int, seed: int, relations=RELATION_NAMES, cache: Path | None = None):
-    """``n`` scenes and their renders, deterministic for a seed. With ``cache`` (a folder), the images are kept
-    there as .npy and read back by later runs with the same arguments (rendering is minutes on a busy CPU)."""
+def render_pool(n: int, seed: int, relations=RELATION_NAMES, cache: Path | None = None, workers: int = 1):
+    """``n`` scenes and their renders, deterministic for a seed whatever ``workers`` (processes) renders them. With
+    ``cache`` (a folder), the images are kept there as .npy and read back by later runs with the same arguments
+    (rendering is minutes on a busy CPU)."""
     rng = np.random.default_rng(seed)
     scenes = random_scenes(n, rng, relations)
     key = "-".join(str(RELATION_NAMES.index(r)) for r in relations)
     path = Path(cache) / f"pool-{n}-{seed}-{key}.npy" if cache else None
     if path is not None and path.exists():
         return np.load(path), scenes
-    images = np.stack([render(s, seed=int(rng.integers(2**31))) for s in scenes])
+    seeds = [int(rng.integers(2**31)) for _ in scenes]  # drawn in order, so the pool is the same for any workers
+    workers = min(workers or 1, max(1, n // 2000))
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            images = np.stack(pool.starmap(render, zip(scenes, seeds), chunksize=500))
+    else:
+        images = np.stack([render(s, seed=sd) for s, sd in zip(scenes, seeds)])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path.with_suffix(".tmp.npy"), images)
@@ -279,11 +287,12 @@ def encode_latents(vae, images: np.ndarray, vae_folder: Path, args) -> tuple[tor
         z = np.load(path)
         return torch.from_numpy(z["means"]), torch.from_numpy(z["stds"])
     means, stds = [], []
+    dev = next(vae.parameters()).device
     with torch.no_grad():
         for i in range(0, len(images), 256):
-            d = vae.encode(to_tensor(images[i : i + 256])).latent_dist
-            means.append(d.mean)
-            stds.append(d.std)
+            d = vae.encode(to_tensor(images[i : i + 256]).to(dev)).latent_dist
+            means.append(d.mean.cpu())
+            stds.append(d.std.cpu())
     means, stds = torch.cat(means), torch.cat(stds)
     if path is not None:
         tmp = path.with_name(path.stem + ".tmp.npz")
@@ -313,14 +322,16 @@ def train_unet(args, log) -> None:
     vae.eval().requires_grad_(False)
 
     t = time.time()
-    images, scenes = render_pool(args.pool, args.seed, relation_list(args.relations), args.pool_cache)
+    images, scenes = render_pool(args.pool, args.seed, relation_list(args.relations), args.pool_cache, args.workers)
+    # The pool, its latents and every random draw stay on the CPU (the same stream on any device); the models move.
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    vae.to(dev)
     means, stds = encode_latents(vae, images, src_vae / "vae", args)
     del images
     scaling = float(vae.config.scaling_factor) if args.init_from else float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
-    # The pool, its latents and every random draw stay on the CPU (the same stream on any device); the models move.
-    dev = torch.device(args.device)
-    vae.to(dev)
     unet.to(dev)
     text_encoder.to(dev)
     ids = caption_ids(tokenizer, scenes, args.seed)
@@ -408,11 +419,13 @@ def train_unet(args, log) -> None:
         with torch.no_grad():
             decay = min(args.ema, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_params, live_params, 1 - decay)
-        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+            # a running mean kept on the device: reading it every step would stall a GPU on each one
+            loss_avg = loss.detach().clone() if loss_avg is None else loss_avg.lerp_(loss.detach(), 0.02)
         if step % 50 == 0:
-            tw.writerow([step, f"{loss_avg:.5f}", f"{lr_now:.6f}", f"{time.time() - t0:.1f}"])
+            tw.writerow([step, f"{loss_avg.item():.5f}", f"{lr_now:.6f}", f"{time.time() - t0:.1f}"])
         if step % 200 == 0:
-            log(f"step {step} loss {loss_avg:.4f} lr {lr_now:.2e} {(time.time() - t0) / (step - args.step_offset):.3f}s/step")
+            log(f"step {step} loss {loss_avg.item():.4f} lr {lr_now:.2e} "
+                f"{(time.time() - t0) / (step - args.step_offset):.3f}s/step")
         if step % args.eval_every == 0:
             run_eval()
         if time.time() - last_save > args.save_minutes * 60:
@@ -432,6 +445,7 @@ def main(argv=None):
     p.add_argument("--init-from", default=None, help="continue this stage from a folder it wrote")
     p.add_argument("--relations", default=None, help="comma-separated relations for the pool (default: all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--workers", type=int, default=1, help="processes rendering the pool (the pool is the same for any)")
     p.add_argument("--device", default="cpu", help="unet stage: cpu or cuda (the heavy stage, where a GPU is lent)")
     t = p.add_argument_group("text stage")
     t.add_argument("--text-steps", type=int, default=3000)
