@@ -23,7 +23,6 @@ import copy
 import csv
 import hashlib
 import math
-import multiprocessing
 import os
 import shutil
 import sys
@@ -49,7 +48,7 @@ from reversion_core.world.entities import COLOURS, PATTERNS, SHAPES  # noqa: E40
 from reversion_core.world.language import training_caption  # noqa: E402
 from reversion_core.world.prompt_accuracy import eval_prompts, evaluate  # noqa: E402
 from reversion_core.world.relations import RELATION_NAMES, RELATIONS  # noqa: E402
-from reversion_core.world.render import Scene, render  # noqa: E402
+from reversion_core.world.render import Scene, render_many  # noqa: E402
 from reversion_core.world.scorer import score  # noqa: E402
 
 CAPTIONS_PER_SCENE = 6
@@ -80,12 +79,7 @@ def render_pool(n: int, seed: int, relations=RELATION_NAMES, cache: Path | None 
     if path is not None and path.exists():
         return np.load(path), scenes
     seeds = [int(rng.integers(2**31)) for _ in scenes]  # drawn in order, so the pool is the same for any workers
-    workers = min(workers or 1, max(1, n // 2000))
-    if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            images = np.stack(pool.starmap(render, zip(scenes, seeds), chunksize=500))
-    else:
-        images = np.stack([render(s, seed=sd) for s, sd in zip(scenes, seeds)])
+    images = render_many(scenes, seeds, workers or 1)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path.with_suffix(".tmp.npy"), images)
@@ -347,7 +341,11 @@ def train_unet(args, log) -> None:
     if args.text_train == "none":
         text_encoder.requires_grad_(False)
     params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
+    table = text_encoder.get_input_embeddings().weight
+    groups = [{"params": [p for p in params if p is not table], "mult": 1.0}]
+    if table.requires_grad:  # --text-train all: the table may learn faster than the layers (--embed-lr-mult)
+        groups.append({"params": [table], "mult": args.embed_lr_mult})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=1e-2)
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     pairs = [(pe, p) for pe, p in zip(list(ema_unet.parameters()) + list(ema_text.parameters()),
                                       list(unet.parameters()) + list(text_encoder.parameters())) if p.requires_grad]
@@ -411,7 +409,7 @@ def train_unet(args, log) -> None:
         warm = min(1.0, (step - args.step_offset) / 300)
         lr_now = cosine_lr(args.lr, (time.time() - t0) / budget, warm)
         for gr in opt.param_groups:
-            gr["lr"] = lr_now
+            gr["lr"] = lr_now * gr["mult"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -461,6 +459,8 @@ def main(argv=None):
     u.add_argument("--vae-from", default=None, help="the vae stage's folder")
     u.add_argument("--text-train", choices=("layers", "all", "none"), default="layers",
                    help="which text-encoder weights the UNet stage trains (layers: all but the input embedding table)")
+    u.add_argument("--embed-lr-mult", type=float, default=1.0,
+                   help="with --text-train all: the input embedding table's learning rate as a multiple of --lr")
     u.add_argument("--step-offset", type=int, default=0, help="UNet steps already done by --init-from")
     u.add_argument("--steps", type=int, default=100000, help="UNet steps at most; --minutes may stop earlier")
     u.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this run (sets the cosine LR)")

@@ -195,3 +195,14 @@ def test_scorer_still_reads_mildly_blurred_renders():
         s = score(soft, scene.relation, scene.entity_a, scene.entity_b)
         right += s.relation_ok and s.entities_ok
     assert right / len(scenes) >= 0.9
+
+
+def test_render_many_gives_the_same_pixels_with_several_processes():
+    from reversion_core.world.render import render, render_many
+
+    scenes = [scene for scene, _ in random_scenes(24, seed=7)]
+    seeds = [int(s) for s in np.random.default_rng(7).integers(2**31, size=len(scenes))]
+    one = render_many(scenes, seeds)
+    assert one.shape == (24, 32, 32, 3) and one.dtype == np.uint8
+    assert np.array_equal(one[5], render(scenes[5], seed=seeds[5]))
+    assert np.array_equal(render_many(scenes, seeds, workers=2, chunk=8), one)

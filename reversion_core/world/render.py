@@ -5,6 +5,7 @@ shows. All geometry is in units of the 32-pixel canvas.
 """
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +185,16 @@ def render(scene: Scene, seed: int = 0, size: int = SIZE) -> np.ndarray:
     else:  # pragma: no cover - every relation above has a layout
         raise ValueError(f"no layout for {name!r}")
     return c.image()
+
+
+def render_many(scenes: list[Scene], seeds: list[int], workers: int = 1, chunk: int = 500) -> np.ndarray:
+    """:func:`render` of each scene with its seed, stacked ``(n, SIZE, SIZE, 3)``; with ``workers`` > 1 the scenes
+    are drawn by that many forked processes, ``chunk`` at a time, and the pixels are the same as with one."""
+    workers = min(workers, -(-len(scenes) // chunk))
+    if workers <= 1:
+        return np.stack([render(s, seed=sd) for s, sd in zip(scenes, seeds)])
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return np.stack(pool.starmap(render, zip(scenes, seeds), chunksize=chunk))
 
 
 def render_image(scene: Scene, seed: int = 0, size: int = SIZE) -> Image.Image:
