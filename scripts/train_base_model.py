@@ -79,7 +79,7 @@ def render_pool(n: int, seed: int, relations=RELATION_NAMES, cache: Path | None 
     if path is not None and path.exists():
         return np.load(path), scenes
     seeds = [int(rng.integers(2**31)) for _ in scenes]  # drawn in order, so the pool is the same for any workers
-    images = render_many(scenes, seeds, workers or 1)
+    images = render_many(scenes, seeds, workers)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path.with_suffix(".tmp.npy"), images)
@@ -281,10 +281,9 @@ def encode_latents(vae, images: np.ndarray, vae_folder: Path, args) -> tuple[tor
         z = np.load(path)
         return torch.from_numpy(z["means"]), torch.from_numpy(z["stds"])
     means, stds = [], []
-    dev = next(vae.parameters()).device
     with torch.no_grad():
         for i in range(0, len(images), 256):
-            d = vae.encode(to_tensor(images[i : i + 256]).to(dev)).latent_dist
+            d = vae.encode(to_tensor(images[i : i + 256]).to(vae.device)).latent_dist
             means.append(d.mean.cpu())
             stds.append(d.std.cpu())
     means, stds = torch.cat(means), torch.cat(stds)

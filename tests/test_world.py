@@ -12,6 +12,7 @@ from reversion_core.world import (
     parse_entity, read_scene, render, score, shows_appearance, world_vocabulary,
 )
 from reversion_core.world.dataset import held_out_pairs, stream, training_pairs
+from reversion_core.world.render import render_many
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = ROOT / "assets" / "benchmark"
@@ -198,8 +199,6 @@ def test_scorer_still_reads_mildly_blurred_renders():
 
 
 def test_render_many_gives_the_same_pixels_with_several_processes():
-    from reversion_core.world.render import render, render_many
-
     scenes = [scene for scene, _ in random_scenes(24, seed=7)]
     seeds = [int(s) for s in np.random.default_rng(7).integers(2**31, size=len(scenes))]
     one = render_many(scenes, seeds)
