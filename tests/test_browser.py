@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -168,16 +167,11 @@ def wait_for_status(page, text: str, timeout: float = 120_000) -> None:
     page.wait_for_function("t => document.querySelector('#train-status').innerText.includes(t)", arg=text, timeout=timeout)
 
 
-def wait_for_match(page, pattern: str, timeout: float = 120.0) -> re.Match:
-    """The first status that matches ``pattern``, read and matched in one go: the status moves on between steps and
-    previews ("preview at step N"), so a status waited for and then read again may already be another."""
-    end = time.monotonic() + timeout
-    while True:
-        match = re.search(pattern, status(page))
-        if match or time.monotonic() > end:
-            assert match, f"no status matching {pattern!r} within {timeout:.0f} s; last: {status(page)!r}"
-            return match
-        page.wait_for_timeout(100)
+def wait_for_match(page, pattern: str, timeout: float = 120_000) -> str:
+    """The first group of the first status that matches ``pattern``, read and matched in one go: the status moves on
+    between steps and previews ("preview at step N"), so a status waited for and then read again may be another."""
+    js = "p => { const m = document.querySelector('#train-status').innerText.match(new RegExp(p)); return m ? m[1] : null; }"
+    return page.wait_for_function(js, arg=pattern, timeout=timeout).json_value()
 
 
 def wait_for_plot(page) -> None:
@@ -228,7 +222,7 @@ def test_a_reloaded_page_follows_its_running_training_and_can_stop_it(page, serv
         wait_for_status(page, "step")
         page.reload()  # closing or reloading the tab leaves the run going on the server
         wait_for_plot(page)
-        step = int(wait_for_match(page, r"Training survives_reload: step (\d+) of 2000").group(1))
+        step = int(wait_for_match(page, r"Training survives_reload: step (\d+) of 2000"))
         assert step > 0
     finally:
         press_stop(page)  # a failed check must not leave the run taking the CPU from the next tests
