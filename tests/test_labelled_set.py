@@ -18,10 +18,11 @@ def test_the_labelled_set_has_a_label_for_every_image_and_covers_every_relation_
 
 def test_the_scorer_agrees_with_the_labels_at_least_as_often_as_when_they_were_made():
     res = scorer_agreement(SET)
-    # measured 0.875 (relation) and 0.663 (entities) when labelled; the scorer reads small generated shapes
-    # more strictly than a person (README, "The embedded world and base model")
+    # measured 0.875 (relation) and 0.663 (entities) when labelled, 0.740 on the entities once shapes were matched
+    # over sub-pixel shifts and wider blurs; the scorer still reads small generated shapes more strictly than a
+    # person (README, "The embedded world and base model")
     assert res["relation"] >= 0.875, res["disagreements"]
-    assert res["entities"] >= 0.66
+    assert res["entities"] >= 0.73
 
 
 def test_on_base_model_v2s_images_of_all_twelve_relations_the_scorer_agrees_with_a_person_on_95_percent():
