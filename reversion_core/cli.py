@@ -20,7 +20,7 @@ from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
     ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
-    MIXED_PRECISION_CHOICES,
+    MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
 )
 
 COMMANDS: dict[str, str] = {
@@ -55,6 +55,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, dest="learning_rate", help="base learning rate (scaled by batch x accumulation)")
     g.add_argument("--no-scale-lr", action="store_false", dest="scale_lr", default=None)
     g.add_argument("--num-positives", type=int, dest="num_positives")
+    g.add_argument(
+        "--steering-positives", choices=STEERING_POSITIVES_CHOICES, dest="steering_positives",
+        help="the basis prepositions (the paper), or random vocabulary words (a control for the preposition prior)",
+    )
     g.add_argument("--temperature", type=float)
     g.add_argument("--lambda-steer", type=float, dest="lambda_steer")
     g.add_argument("--lambda-denoise", type=float, dest="lambda_denoise")
@@ -127,7 +131,9 @@ def _train(args: argparse.Namespace) -> int:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)
         print(
             f"Learning {settings.placeholder_token} for {run.name!r} from {len(run.exemplars)} images on {run.device} "
-            f"(base model {run.base_model_id}, lr {lr:g}, negatives by {run.pos_backend}: {', '.join(run.negative_words) or 'none'})",
+            f"(base model {run.base_model_id}, lr {lr:g}, negatives by {run.pos_backend}: {', '.join(run.negative_words) or 'none'}"
+            + (f"; positives drawn at random: {', '.join(run.positive_words)}" if settings.steering_positives != "prepositions" else "")
+            + ")",
             file=sys.stderr,
         )
     bar = tqdm(total=settings.max_train_steps, initial=run.start_step, disable=not main, unit="step", dynamic_ncols=True)

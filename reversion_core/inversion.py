@@ -274,6 +274,11 @@ class Inversion:
         return self.data.negative_words
 
     @property
+    def positive_words(self) -> list[str]:
+        """The steering positives: the basis prepositions, or the random words of ``steering_positives="random_words"``."""
+        return self.data.positive_words
+
+    @property
     def positive_embeds(self) -> torch.Tensor:
         return self.data.positive_embeds
 
@@ -468,6 +473,7 @@ class Inversion:
             "final_losses": self.last_losses,
             "pos_backend": self.pos_backend,
             "negative_words": self.negative_words,
+            **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
             "resolution": self.resolution,
             "elapsed_s": round(elapsed, 2),
         }

@@ -127,3 +127,17 @@ def content_words(caption: str, placeholder_tokens: Iterable[str] = ("<R>",), ba
     placeholders = {p.lower() for p in placeholder_tokens}
     keep = [w for w in words if w not in FUNCTION_WORDS and w not in placeholders and len(w) > 1 and not w.isdigit()]
     return list(dict.fromkeys(keep))
+
+
+def random_vocabulary_words(vocabulary: Iterable[str], n: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
+    """``n`` content words drawn at random (reproducibly, by ``seed``) from a tokenizer's vocabulary: the control for
+    the preposition prior. Whole words of two or more letters; no function word or basis preposition, nothing in
+    ``exclude`` (a caption's own words: a positive that is also a negative contradicts itself). Fewer when the
+    vocabulary has fewer."""
+    import random
+
+    excluded = FUNCTION_WORDS | {w.lower() for w in exclude}
+    words = {w.removesuffix("</w>").lower() for w in vocabulary}
+    candidates = sorted(w for w in words if len(w) > 1 and w.isascii() and w.isalpha() and w not in excluded)
+    return random.Random(seed).sample(candidates, min(n, len(candidates)))
+

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import ReVersionError
 from .exemplars import Exemplar, ExemplarSet
-from .lexicon import BASIS_PREPOSITIONS, content_words, pos_backend
+from .lexicon import BASIS_PREPOSITIONS, content_words, pos_backend, random_vocabulary_words
 from .settings import InversionSettings
 
 
@@ -77,7 +77,8 @@ class Precomputed:
     caption_ids: torch.Tensor  # [C, max_length]
     captions_of_image: list[list[int]]
     pos_backend: str
-    positive_embeds: torch.Tensor  # [56, D]: the basis prepositions
+    positive_embeds: torch.Tensor  # [56, D]: the basis prepositions (or the random words that replace them)
+    positive_words: list[str]
     negative_words: list[str]  # the captions' content words
     negative_embeds: torch.Tensor  # [M, D]
     caption_negatives: list[torch.Tensor]  # per caption: indices into negative_embeds
@@ -122,9 +123,20 @@ def precompute(
             ids = [i for i in tokenizer.encode(word, add_special_tokens=False) if i != placeholder_id]
             return frozen[ids].mean(0)
 
-        positive_embeds = torch.stack([embed(w) for w in BASIS_PREPOSITIONS])
         caption_words = [content_words(c, [s.placeholder_token], backend) for _, c in captions]
         negative_words = list(dict.fromkeys(w for words in caption_words for w in words))
+        positive_words = list(BASIS_PREPOSITIONS)
+        if s.steering_positives == "random_words":
+            positive_words = random_vocabulary_words(
+                tokenizer.get_vocab(), len(BASIS_PREPOSITIONS), s.seed,
+                exclude=[*negative_words, *(w for _, c in captions for w in c.lower().split())],
+            )
+            if len(positive_words) < s.num_positives:
+                raise ReVersionError(
+                    f"The tokenizer's vocabulary has only {len(positive_words)} content words outside the captions, "
+                    f"fewer than the {s.num_positives} steering positives a step draws."
+                )
+        positive_embeds = torch.stack([embed(w) for w in positive_words])
         index = {w: k for k, w in enumerate(negative_words)}
         negative_embeds = (
             torch.stack([embed(w) for w in negative_words]) if negative_words else torch.empty(0, frozen.shape[1], device=frozen.device)
@@ -132,5 +144,5 @@ def precompute(
         caption_negatives = [torch.tensor([index[w] for w in words], dtype=torch.long) for words in caption_words]
     return Precomputed(
         resolution, pixels, vae.config.scaling_factor, latent_mean, latent_std, captions, caption_ids, captions_of_image,
-        backend, positive_embeds, negative_words, negative_embeds, caption_negatives,
+        backend, positive_embeds, positive_words, negative_words, negative_embeds, caption_negatives,
     )

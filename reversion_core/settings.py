@@ -16,6 +16,7 @@ MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
 DEVICE_CHOICES = ("cpu", "cuda")  # what --device accepts; None picks CUDA when present
 FUSE_CHOICES = ("auto", "on", "off")
+STEERING_POSITIVES_CHOICES = ("prepositions", "random_words")
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; a run adds small offsets (process, image index)
 MAX_LEARNING_RATE = 1.0  # far above any useful rate; larger ones overflow AdamW's step
 MAX_RESOLUTION = 2048
@@ -53,6 +54,9 @@ class InversionSettings:
     adam_epsilon: float = 1e-8
     # Relation-steering contrastive learning (section 4.2, eq. 4)
     num_positives: int = 8
+    # Where the positives come from: the 56 basis prepositions (the paper), or, to test the premise that the text
+    # encoder's preposition prior is what steering uses, as many content words drawn at random from the vocabulary.
+    steering_positives: str = "prepositions"  # "prepositions" | "random_words"
     temperature: float = 0.07
     lambda_steer: float = 0.01
     lambda_denoise: float = 1.0
@@ -114,6 +118,10 @@ class InversionSettings:
             )
         if self.fuse_micro_batches not in FUSE_CHOICES:
             raise ReVersionError(f"fuse_micro_batches {self.fuse_micro_batches!r} is unknown; use one of {', '.join(FUSE_CHOICES)}.")
+        if self.steering_positives not in STEERING_POSITIVES_CHOICES:
+            raise ReVersionError(
+                f"Steering positives {self.steering_positives!r} are unknown; use one of {', '.join(STEERING_POSITIVES_CHOICES)}."
+            )
         if self.attention not in ATTENTION_CHOICES:
             raise ReVersionError(f"Attention {self.attention!r} is unknown; use one of {', '.join(ATTENTION_CHOICES)}.")
         for name in ("placeholder_token", "initializer_token", "validation_prompt"):

@@ -68,6 +68,34 @@ def test_negatives_are_caption_content_words_and_positives_the_56_prepositions(e
     assert not {"a", "on", "the", "<r>"} & set(inversion.negative_words)
 
 
+def test_random_word_positives_replace_the_prepositions_with_content_words_outside_the_captions(
+    exemplar_dir, tmp_path, tiny_pipeline, tiny_model_dir,
+):
+    from reversion_core.lexicon import BASIS_PREPOSITIONS, FUNCTION_WORDS
+
+    inversion = run(exemplar_dir, tmp_path, tiny_pipeline, steering_positives="random_words")
+    words = inversion.positive_words
+    assert len(words) == len(set(words)) == inversion.positive_embeds.shape[0] >= 8
+    assert not set(words) & (set(BASIS_PREPOSITIONS) | FUNCTION_WORDS | set(inversion.negative_words))
+    assert all(w.isalpha() and len(w) > 1 for w in words)
+    table = tiny_pipeline.text_encoder.get_input_embeddings().weight.detach()
+    first = tiny_pipeline.tokenizer.encode(words[0], add_special_tokens=False)
+    assert torch.allclose(inversion.positive_embeds[0], table[first].mean(0))
+    finished = list(inversion)[-1]
+    card = load_relation(finished.path).card
+    assert card["positive_words"] == words and card["settings"]["steering_positives"] == "random_words"
+    for k, (changes, expected) in enumerate((({"steering_positives": "random_words"}, words), ({}, list(BASIS_PREPOSITIONS)))):
+        fresh = run(exemplar_dir, tmp_path / str(k), str(tiny_model_dir), **changes)  # a model of its own: <R> is new there
+        assert fresh.positive_words == expected
+    other_seed = run(exemplar_dir, tmp_path / "2", str(tiny_model_dir), steering_positives="random_words", seed=1)
+    assert sorted(other_seed.positive_words) != sorted(words)
+
+
+def test_unknown_steering_positives_are_refused_in_one_sentence():
+    with pytest.raises(ReVersionError, match="Steering positives 'nouns' are unknown"):
+        settings(steering_positives="nouns")
+
+
 def test_learning_rate_scaling_can_be_turned_off(exemplar_dir, tmp_path, tiny_pipeline):
     step = next(iter(run(exemplar_dir, tmp_path, tiny_pipeline, scale_lr=False, max_train_steps=1)))
     assert step.lr == pytest.approx(2.5e-4)

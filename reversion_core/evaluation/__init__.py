@@ -7,7 +7,9 @@ For every relation of a benchmark folder and every seed, each method learns (or 
   embedded world an upper reference, because the base model was taught those phrases);
 - ``textual_inversion``: denoising loss only, uniform timesteps, same token, steps and optimiser;
 - ``reversion``: the engine's defaults (steering + relation-focal importance sampling);
-- ``no_steering`` and ``no_importance_sampling``: the two ablations.
+- ``no_steering`` and ``no_importance_sampling``: the two ablations;
+- ``random_positives``: steering toward random vocabulary words instead of the basis prepositions, which isolates
+  the premise that the text encoder's preposition prior is what steering uses.
 
 Images are scored by the synthetic world's exact scorer (relation accuracy, entity accuracy, appearance leakage of
 the exemplar set's shared nuisance) or, for Stable Diffusion, by CLIP (entity score) and a pluggable relation

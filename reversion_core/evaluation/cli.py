@@ -13,7 +13,7 @@ import argparse
 import json
 
 from ..settings import DEFAULT_GUIDANCE_SCALE, DEVICE_CHOICES
-from .config import SCORER_CHOICES
+from .config import METHODS, SCORER_CHOICES
 
 HELP = "compare text-to-image, Textual Inversion, ReVersion and its ablations on a benchmark"
 
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", dest="out_dir", help="results folder (default: results/evaluation/<preset>)")
     p.add_argument("--benchmark-dir", dest="benchmark_dir", help="relation folders: exemplars + text.json (default: assets/benchmark)")
     p.add_argument("--relations", type=_list, help="comma-separated relation folder names (default: the preset's; 'all' for every folder)")
-    p.add_argument("--methods", type=_list, help="comma-separated: text_to_image, textual_inversion, reversion, no_steering, no_importance_sampling")
+    p.add_argument("--methods", type=_list, help="comma-separated: " + ", ".join(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", help="training and sampling seeds, e.g. --seeds 0 1 2")
     p.add_argument("--templates", type=int, dest="templates_per_relation", help="inference templates per relation")
     p.add_argument("--images-per-template", type=int, dest="images_per_template")

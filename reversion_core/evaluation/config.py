@@ -23,6 +23,9 @@ METHODS: dict[str, Method] = {
     "reversion": Method("ReVersion", {}),
     "no_steering": Method("ReVersion w/o steering", {"lambda_steer": 0.0}),
     "no_importance_sampling": Method("ReVersion w/o importance sampling", {"importance_sampling": False}),
+    # The premise of steering: if the encoder's preposition prior is what it uses, positives without it do no better
+    # than no steering at all.
+    "random_positives": Method("ReVersion, random-word positives", {"steering_positives": "random_words"}),
 }
 
 WORLD_METRICS = ("relation_accuracy", "entity_accuracy", "appearance_leakage")
