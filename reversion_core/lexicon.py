@@ -131,13 +131,16 @@ def content_words(caption: str, placeholder_tokens: Iterable[str] = ("<R>",), ba
 
 def random_vocabulary_words(vocabulary: Iterable[str], n: int, seed: int, exclude: Iterable[str] = ()) -> list[str]:
     """``n`` content words drawn at random (reproducibly, by ``seed``) from a tokenizer's vocabulary: the control for
-    the preposition prior. Whole words of two or more letters; no function word or basis preposition, nothing in
-    ``exclude`` (a caption's own words: a positive that is also a negative contradicts itself). Fewer when the
-    vocabulary has fewer."""
+    the preposition prior. Whole words of two or more letters (not word pieces); no function word or basis
+    preposition, nothing in ``exclude`` (a caption's own words: a positive that is also a negative contradicts
+    itself). Fewer when the vocabulary has fewer: a world's small vocabulary holds little besides its own words."""
     import random
 
     excluded = FUNCTION_WORDS | {w.lower() for w in exclude}
-    words = {w.removesuffix("</w>").lower() for w in vocabulary}
+    vocabulary = list(vocabulary)
+    if any(w.endswith("</w>") for w in vocabulary):  # CLIP's BPE marks word ends; the rest are pieces ("betwe")
+        vocabulary = [w.removesuffix("</w>") for w in vocabulary if w.endswith("</w>")]
+    words = {w.lower() for w in vocabulary}
     candidates = sorted(w for w in words if len(w) > 1 and w.isascii() and w.isalpha() and w not in excluded)
     return random.Random(seed).sample(candidates, min(n, len(candidates)))
 

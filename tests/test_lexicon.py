@@ -114,3 +114,16 @@ def test_a_tagger_fetched_before_a_restart_is_found_in_the_data_dir(no_tagger, t
     calls = []
     assert lexicon.ensure_tagger(tmp_path, download=fake_download(calls), reachable=lambda: False) == "nltk"
     assert calls == []
+
+
+def test_random_vocabulary_words_are_whole_content_words_drawn_by_the_seed():
+    from reversion_core.lexicon import random_vocabulary_words
+
+    nouns = [f"{a}{b}</w>" for a in ("ca", "mo", "ho", "bi", "fi") for b in ("rt", "ne", "le", "ck", "sh", "mp", "nk", "ll")]
+    vocabulary = [*nouns, "betwe", "ca", "on</w>", "under</w>", "the</w>", "x</w>", "7</w>", "café</w>", "box</w>"]
+    words = random_vocabulary_words(vocabulary, 10, seed=0, exclude=["box"])
+    assert len(words) == len(set(words)) == 10
+    assert set(words) <= {n.removesuffix("</w>") for n in nouns}  # no piece, preposition, function word or excluded
+    assert random_vocabulary_words(vocabulary, 10, seed=0, exclude=["box"]) == words
+    assert set(random_vocabulary_words(vocabulary, 10, seed=1, exclude=["box"])) != set(words)
+    assert len(random_vocabulary_words(vocabulary, 100, seed=0)) == len(nouns) + 1  # all there are, "box" included
