@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 from pathlib import Path
@@ -134,8 +135,6 @@ def random_vocabulary_words(vocabulary: Iterable[str], n: int, seed: int, exclud
     the preposition prior. Whole words of two or more letters (not word pieces); no function word or basis
     preposition, nothing in ``exclude`` (a caption's own words: a positive that is also a negative contradicts
     itself). Fewer when the vocabulary has fewer: a world's small vocabulary holds little besides its own words."""
-    import random
-
     excluded = FUNCTION_WORDS | {w.lower() for w in exclude}
     vocabulary = list(vocabulary)
     if any(w.endswith("</w>") for w in vocabulary):  # CLIP's BPE marks word ends; the rest are pieces ("betwe")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import ReVersionError
 from .exemplars import Exemplar, ExemplarSet
-from .lexicon import BASIS_PREPOSITIONS, content_words, pos_backend, random_vocabulary_words
+from .lexicon import BASIS_PREPOSITIONS, caption_words, content_words, pos_backend, random_vocabulary_words
 from .settings import InversionSettings
 
 
@@ -123,13 +123,13 @@ def precompute(
             ids = [i for i in tokenizer.encode(word, add_special_tokens=False) if i != placeholder_id]
             return frozen[ids].mean(0)
 
-        caption_words = [content_words(c, [s.placeholder_token], backend) for _, c in captions]
-        negative_words = list(dict.fromkeys(w for words in caption_words for w in words))
+        caption_content = [content_words(c, [s.placeholder_token], backend) for _, c in captions]
+        negative_words = list(dict.fromkeys(w for words in caption_content for w in words))
         positive_words = list(BASIS_PREPOSITIONS)
         if s.steering_positives == "random_words":
             positive_words = random_vocabulary_words(
                 tokenizer.get_vocab(), len(BASIS_PREPOSITIONS), s.seed,
-                exclude=[*negative_words, *(w for _, c in captions for w in c.lower().split())],
+                exclude=[w for _, c in captions for w in caption_words(c, [s.placeholder_token])],
             )
             if len(positive_words) < s.num_positives:
                 raise ReVersionError(
@@ -141,7 +141,7 @@ def precompute(
         negative_embeds = (
             torch.stack([embed(w) for w in negative_words]) if negative_words else torch.empty(0, frozen.shape[1], device=frozen.device)
         )
-        caption_negatives = [torch.tensor([index[w] for w in words], dtype=torch.long) for words in caption_words]
+        caption_negatives = [torch.tensor([index[w] for w in words], dtype=torch.long) for words in caption_content]
     return Precomputed(
         resolution, pixels, vae.config.scaling_factor, latent_mean, latent_std, captions, caption_ids, captions_of_image,
         backend, positive_embeds, positive_words, negative_words, negative_embeds, caption_negatives,

@@ -323,35 +323,37 @@ def _read(image) -> Reading:
         if m.sum() >= MIN_ENTITY_PIXELS and (is_bright & m).sum() >= MIN_ENTITY_PIXELS // 2:
             masks[c], cover[c], bright[c] = m, cov, is_bright & m
     colours = sorted(masks, key=lambda c: -masks[c].sum())[:2]
-    found = {}
+    silhouette = {}  # each colour's filled outline, as coverage: what its shape is read from
     for c in colours:
         solid = ndimage.binary_fill_holes(ndimage.binary_closing(masks[c], iterations=1) | masks[c])
-        # Geometry comes from the bright body: a nose or string blended into the edge reads as a dark shade.
-        found[c] = FoundEntity(
-            c, classify_shape(np.where(solid & ~masks[c], 1.0, cover[c])), _pattern(idx, c, masks[c]),
-            _geometry_bbox(masks[c], bright[c]), int(masks[c].sum()),
-        )
+        silhouette[c] = np.where(solid & ~masks[c], 1.0, cover[c])
+    # Containment: one colour lies within the other's filled silhouette.
+    container = None
+    for outer, inner in ((colours[0], colours[1]), (colours[1], colours[0])) if len(colours) == 2 else ():
+        enclosed, room = _enclosed(masks[outer] | tint[outer], masks[inner])
+        if enclosed:
+            container = outer, inner, room
+            # The container's silhouette is the region its outline encloses, even where blur opened the outline.
+            filled = ndimage.binary_erosion(room, np.ones((3, 3), bool)) | masks[outer]
+            silhouette[outer] = np.where(filled & ~masks[outer], 1.0, cover[outer])
+            break
+    # Geometry comes from the bright body: a nose or string blended into the edge reads as a dark shade.
+    found = {
+        c: FoundEntity(c, classify_shape(silhouette[c]), _pattern(idx, c, masks[c]), _geometry_bbox(masks[c], bright[c]), int(masks[c].sum()))
+        for c in colours
+    }
     reading.entities = list(found.values())
     if len(colours) < 2:
         return reading
     x, y = colours
     mx, my = masks[x], masks[y]
-    # Containment: one colour lies within the other's filled silhouette.
-    for outer, inner in ((x, y), (y, x)):
-        enclosed, room = _enclosed(masks[outer] | tint[outer], masks[inner])
-        if enclosed:
-            # A hollow container leaves background between its wall and its content; a painted surface does not.
-            hollow = ndimage.binary_erosion(room, iterations=3) & ~ndimage.binary_dilation(masks[inner], iterations=1)
-            reading.relation = "inside" if (pale & hollow).sum() > 0.25 * max(1, hollow.sum()) else "painted_on"
-            # The container's silhouette is the region its outline encloses, even where blur opened the outline.
-            filled = ndimage.binary_erosion(room, np.ones((3, 3), bool)) | masks[outer]
-            found[outer] = FoundEntity(
-                outer, classify_shape(np.where(filled & ~masks[outer], 1.0, cover[outer])), found[outer].pattern,
-                found[outer].bbox, found[outer].pixels,
-            )
-            reading.entities = list(found.values())
-            reading.entity_a, reading.entity_b = found[inner], found[outer]
-            return reading
+    if container is not None:
+        outer, inner, room = container
+        # A hollow container leaves background between its wall and its content; a painted surface does not.
+        hollow = ndimage.binary_erosion(room, iterations=3) & ~ndimage.binary_dilation(masks[inner], iterations=1)
+        reading.relation = "inside" if (pale & hollow).sum() > 0.25 * max(1, hollow.sum()) else "painted_on"
+        reading.entity_a, reading.entity_b = found[inner], found[outer]
+        return reading
     union = ndimage.binary_fill_holes(ndimage.binary_closing(mx | my, iterations=1) | mx | my)
     bx, by = found[x].bbox, found[y].bbox
     iy = max(0, min(bx[2], by[2]) - max(bx[0], by[0]) + 1)
