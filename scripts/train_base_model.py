@@ -389,6 +389,7 @@ def train_unet(args, log) -> None:
         log(f"saving {out} at step {step}")  # before the copy, so the checkpoint's own log names its step
         save_folder(write, out)
         log(f"saved {out} at step {step}")
+        log(prior_line(ema_text, tokenizer))  # the prior's bars are checked at every save
 
     while step - args.step_offset < args.steps and (time.time() - t0) < budget:
         step += 1
