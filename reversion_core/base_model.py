@@ -182,15 +182,17 @@ def shared_pipeline(pipeline, tokenizer=None, source: str | None = None):
 
 
 def base_model_id(pipe, source: str | os.PathLike | None = None) -> str:
-    """A stable identifier of the text-embedding space, e.g. ``"base-model#3f2a9c01d2"``.
+    """A stable identifier of the text-embedding space, e.g. ``"base-model#3f2a9c01d2.5be0c41a"``.
 
-    The name is the hub id or folder name; the hash covers the text encoder's config, which fixes the space that a
-    relation vector lives in. The same model reached by hub id or local folder shares the hash.
+    The name is the hub id or folder name. After ``#`` come two hashes: the text encoder's config (which fixes the
+    shape of the space a relation vector lives in) and its weights (:func:`embedding_fingerprint`: two models of one
+    architecture, such as two trainings of the embedded model, are different spaces). The same model reached by hub
+    id, local folder or single file, in fp32, fp16 or bf16, has the same id.
     """
     source = str(source or getattr(pipe, "name_or_path", None) or pipe.config.get("_name_or_path", "") or "model")
     path = Path(source)
     name = path.stem if path.is_file() else (path.name if path.exists() else source)
-    return f"{name}#{text_encoder_hash(pipe.text_encoder)}"
+    return f"{name}#{text_encoder_hash(pipe.text_encoder)}.{embedding_fingerprint(pipe.text_encoder)}"
 
 
 def text_encoder_hash(text_encoder) -> str:
@@ -202,8 +204,24 @@ def text_encoder_hash(text_encoder) -> str:
     return hashlib.sha256(blob).hexdigest()[:10]
 
 
+FINGERPRINT_ROWS = 64  # the base vocabulary's first rows: never the rows that relations add at the end
+
+
+def embedding_fingerprint(text_encoder) -> str:
+    """Eight hex digits hashing the signs of the input embedding table's first rows.
+
+    Signs survive casting to fp16 or bf16 (the sizes of these weights are far from underflow), so a model loaded in
+    any precision gives the same digits, while any two trainings give different ones (thousands of signs).
+    """
+    table = text_encoder.get_input_embeddings().weight.detach()
+    signs = (table[:FINGERPRINT_ROWS].float() > 0).flatten().cpu().numpy()
+    return hashlib.sha256(signs.tobytes()).hexdigest()[:8]
+
+
 def same_base_model(a: str | None, b: str | None) -> bool:
-    """Whether two base-model ids name the same text-embedding space (the hash after ``#`` decides)."""
+    """Whether two base-model ids name the same text-embedding space: the config hashes after ``#`` agree, and so do
+    the weight fingerprints where both ids have one (ids written before fingerprints were recorded have none)."""
     if not a or not b:
         return False
-    return a.rsplit("#", 1)[-1] == b.rsplit("#", 1)[-1]
+    (config_a, _, weights_a), (config_b, _, weights_b) = (x.rsplit("#", 1)[-1].partition(".") for x in (a, b))
+    return config_a == config_b and (not weights_a or not weights_b or weights_a == weights_b)

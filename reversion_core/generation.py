@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from .base_model import base_model_id, load_pipeline, resolve_source
+from .base_model import base_model_id, load_pipeline, resolve_source, same_base_model
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
 from .settings import DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
@@ -114,6 +114,11 @@ class RelationGenerator:
         if not isinstance(relation, RelationPrompt):
             relation = load_relation(relation, self.relations_dir)
         relation.check_dim(self.embedding_dim)
+        if relation.base_model_id and not same_base_model(relation.base_model_id, self.base_model_id):
+            raise ReVersionError(
+                f"Relation {relation.name!r} was learned on base model {relation.base_model_id}, not on the loaded "
+                f"{self.base_model_id}; a relation prompt only works with the base model it was learned on, so learn it again on this one."
+            )
         key = str(relation.path or relation.name)
         tokenizer, own = pipe.tokenizer, self.installed.get(key)
         # Every added token but this relation's own belongs to someone else (another relation, a special token).

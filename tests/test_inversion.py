@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reversion_core.base_model import base_model_id, load_pipeline, text_encoder_hash
+from reversion_core.base_model import base_model_id, embedding_fingerprint, load_pipeline, text_encoder_hash
 from reversion_core.errors import ReVersionError
 from reversion_core.inversion import (
     CheckpointEvent, FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent,
@@ -57,7 +57,7 @@ def test_events_report_each_step_and_the_saved_relation(exemplar_dir, tmp_path, 
     assert card["exemplar_captions"]["2.png"] == ["green triangle <R> yellow square"]
     assert set(card["final_losses"]) == {"loss", "denoise", "steer"} and card["settings"]["temperature"] == 0.07
     fresh = load_pipeline(tiny_model_dir, device="cpu")  # the id computed apart from the run: folder name and hash
-    assert card["base_model"] == base_model_id(fresh, tiny_model_dir) == f"model#{text_encoder_hash(fresh.text_encoder)}"
+    assert card["base_model"] == base_model_id(fresh, tiny_model_dir) == f"model#{text_encoder_hash(fresh.text_encoder)}.{embedding_fingerprint(fresh.text_encoder)}"
     assert list(load_file(finished.path / "learned_embeds.safetensors")) == ["<R>"]
 
 
