@@ -3,7 +3,8 @@
     python scripts/evaluate_base_model.py --model assets/base-model --per-relation 25 --steps 50 --guidance 7.5
 
 Prompts are level-2 captions without articles ("red circle is inside blue square") over entity pairs the model never
-saw in that relation during training, each held-out relation by its vague word ("red circle beside blue square");
+saw in that relation during training, each held-out relation by its vague word ("red circle beside blue square"), or with ``--held-out-by phrase`` by its
+own phrase, which the captions never use ("red circle hugs blue square");
 each image is read by the world's scorer. The summary figures are over the named relations. Prints a Markdown table and writes it (plus a
 JSON copy) next to --out.
 """
@@ -32,12 +33,14 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, nargs="+", default=[7.5])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--held-out-by", choices=("vague", "phrase"), default="vague",
+                   help="prompt the held-out relations by their first vague word (default) or by their own phrase")
     p.add_argument("--out", default=None, help="write the table here (.md) and a .json beside it")
     args = p.parse_args(argv)
     pipe = StableDiffusionPipeline.from_pretrained(args.model, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    prompts = eval_prompts(args.per_relation, seed=321)
+    prompts = eval_prompts(args.per_relation, seed=321, held_out_by=args.held_out_by)
     rows, results = [], {}
     for g in args.guidance:
         t = time.time()
@@ -47,7 +50,7 @@ def main(argv=None):
     header = "| guidance | relation acc. | both entities | " + " | ".join(RELATION_NAMES) + " |"
     table = "\n".join([header, "|" + "---|" * (3 + len(RELATION_NAMES))] + rows)
     note = (f"{len(prompts)} held-out prompts ({args.per_relation} per relation), {args.steps} DDIM steps, seed {args.seed}, "
-            f"model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+            f"held-out relations by their {'own phrase' if args.held_out_by == 'phrase' else 'vague word'}, model {args.model}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(table)
     print(note)
     if args.out:

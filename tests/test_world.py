@@ -236,3 +236,15 @@ def test_a_blurred_pointed_shape_is_not_read_as_a_circle(shape, sigma, sizes):
         yy, xx = np.meshgrid(ys, ys, indexing="ij")
         coverage = shape_mask(shape, centre, centre + 0.4, size, yy, xx).reshape(32, 4, 32, 4).mean(axis=(1, 3))
         assert classify_shape(ndimage.gaussian_filter(coverage, sigma)) == shape, size
+
+
+def test_held_out_relations_can_be_prompted_by_their_own_phrase_or_their_vague_word():
+    from reversion_core.world.language import HELD_OUT_RELATIONS, vague_words
+    from reversion_core.world.prompt_accuracy import eval_prompts
+
+    by_phrase = {r: text for r, _, _, text in eval_prompts(2, held_out_by="phrase")}
+    by_vague = {r: text for r, _, _, text in eval_prompts(2)}
+    for r in HELD_OUT_RELATIONS:
+        assert f" {RELATIONS[r].phrase} " in by_phrase[r]
+        assert f" {vague_words(r)[0]} " in by_vague[r] and RELATIONS[r].phrase not in by_vague[r]
+    assert by_phrase["above"] == by_vague["above"]  # named relations are prompted by their phrase either way

@@ -8,24 +8,30 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import held_out_pairs
-from .language import HELD_OUT_RELATIONS, sentence, vague_words
+from .language import HELD_OUT_RELATIONS, SENSES, sentence, vague_words
 from .relations import RELATION_NAMES, RELATIONS
 from .render import SIZE, Scene
 from .scorer import score
 
 
-def eval_prompts(per_relation: int, seed: int = 123) -> list[tuple]:
+def eval_prompts(per_relation: int, seed: int = 123, held_out_by: str = "vague") -> list[tuple]:
     """Held-out prompts ``(relation, entity_a, entity_b, text)`` (entity pairs never seen in that relation), level 2
     without articles: each named relation by its own phrase, each held-out relation by its first vague word (the
-    plain words that come closest)."""
+    plain words that come closest; ``held_out_by="vague"``) or by its own phrase, which its captions never use
+    (``"phrase"``: how far words alone reach a relation that inversion has to find)."""
+    if held_out_by not in ("vague", "phrase"):
+        raise ValueError(f"held_out_by must be 'vague' or 'phrase', not {held_out_by!r}")
     rng = np.random.default_rng(seed)
     out = []
     for r in RELATION_NAMES:
         pairs = held_out_pairs(r)
-        word = vague_words(r)[0] if r in HELD_OUT_RELATIONS else RELATIONS[r].phrase
+        word = vague_words(r)[0] if r in HELD_OUT_RELATIONS and held_out_by == "vague" else RELATIONS[r].phrase
         for i in rng.permutation(len(pairs))[:per_relation]:
             a, b = pairs[i]
-            out.append((r, a, b, sentence(Scene(r, a, b), word, 2, articles=False)))
+            # a held-out relation's phrase is no word of the caption language: written in the same level-2 form
+            text = (sentence(Scene(r, a, b), word, 2, articles=False) if word in SENSES
+                    else f"{a.colour} {a.shape} {word} {b.colour} {b.shape}")
+            out.append((r, a, b, text))
     return out
 
 
