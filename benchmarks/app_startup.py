@@ -65,8 +65,8 @@ def wait_served(url: str, process: subprocess.Popen, timeout: float = 120.0) -> 
 
 
 def generate_args(relation: str | None) -> list:
-    """The Generate tab's defaults (reversion_core.forms.GenerateForm), on an example's entities."""
-    from reversion_core.forms import GenerateForm
+    """The Generate tab's defaults (server.forms.GenerateForm), on an example's entities."""
+    from server.forms import GenerateForm
 
     d = GenerateForm()
     prompt = "" if relation else "red circle above blue square"

@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     main = run.accelerator.is_main_process
     kept = run.checkpoint_dir / KEPT_EXEMPLARS
     if settings.checkpoint_every and main and not kept.is_dir():  # so that --resume needs only the checkpoint
-        from .training_jobs import save_exemplars
+        from .run_files import save_exemplars
 
         save_exemplars(run.exemplars, kept)
     if main:

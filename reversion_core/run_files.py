@@ -8,13 +8,16 @@ asked, and when its folder cannot be written it goes somewhere else rather than 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import ReVersionError
+from .exemplars import ExemplarSet
 from .relation_file import RelationPrompt, clean_leftovers, free_relation_name, load_relation, save_relation
 from .settings import InversionSettings
 
@@ -123,3 +126,27 @@ def save_run_relation(
             continue
         return path, f"The relation could not be saved as {str(target)!r} ({reason}); it was saved to {str(path)!r} instead."
     raise ReVersionError(f"The relation could not be saved as {str(target)!r} ({reason}), nor anywhere else.")
+
+
+def save_exemplars(exemplars: ExemplarSet, folder: Path) -> Path:
+    """Write an exemplar set as a benchmark-layout folder (lossless PNGs in their order, text.json, relation.json and
+    templates.json when known), replacing ``folder`` whole."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        captions = {}
+        for k, e in enumerate(exemplars.exemplars):
+            file = f"{k:03d}-{Path(e.name).stem}.png"  # numbered: loading sorts by name, so the order is kept
+            e.image.save(tmp / file)
+            captions[file] = list(e.captions)
+        (tmp / "text.json").write_text(json.dumps(captions, indent=1), encoding="utf-8")
+        if exemplars.relation:
+            (tmp / "relation.json").write_text(json.dumps(exemplars.relation), encoding="utf-8")
+        if exemplars.templates:
+            (tmp / "templates.json").write_text(json.dumps(exemplars.templates), encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

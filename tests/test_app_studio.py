@@ -1,4 +1,4 @@
-"""The app's helpers in reversion_core.studio, without a server: benchmark browsing, uploads, the training slot."""
+"""The app's helpers in server.studio, without a server: benchmark browsing, uploads, the training slot."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ from PIL import Image
 
 from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import exemplars_from_files
-from reversion_core.forms import bounded
-from reversion_core.studio import benchmark_view, list_benchmark_sets, split_template, upscale
-from reversion_core.training_jobs import TrainingJob, TrainingSlot, TrainUpdate, loss_frames, loss_rows
+from server.forms import bounded
+from server.studio import benchmark_view, list_benchmark_sets, split_template, upscale
+from server.training_jobs import TrainingJob, TrainingSlot, TrainUpdate, loss_frames, loss_rows
 
 
 def official_layout(root, name="painted_on"):
@@ -190,7 +190,7 @@ def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, 
     from reversion_core.exemplars import load_exemplars
     from reversion_core.inversion import Inversion
     from reversion_core.settings import InversionSettings
-    from reversion_core.studio import Studio
+    from server.studio import Studio
 
     monkeypatch.setattr(Inversion, "_usable", lambda self, vector: False)  # what a far too large step does to <R>
     studio = Studio(tiny_model_dir, tmp_path / "relations", tmp_path, tmp_path / "tmp", device="cpu")
@@ -203,7 +203,7 @@ def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, 
 def test_every_world_set_is_browsable_and_one_without_a_learned_relation_offers_none(tmp_path):
     from pathlib import Path
 
-    from reversion_core.studio import Studio
+    from server.studio import Studio
     from reversion_core.world import RELATION_NAMES
 
     benchmark = Path(__file__).resolve().parents[1] / "assets" / "benchmark"
@@ -218,7 +218,7 @@ def test_relations_for_another_base_model_are_listed_apart_with_the_reason(tiny_
     import torch
 
     from reversion_core.relation_file import RelationPrompt, save_relation
-    from reversion_core.studio import Studio
+    from server.studio import Studio
     from ui.wiring import unusable_text
 
     relations = tmp_path / "relations"
@@ -237,7 +237,7 @@ def test_relations_for_another_base_model_are_listed_apart_with_the_reason(tiny_
 def test_a_training_longer_than_the_gpu_cap_is_refused_before_it_is_queued(tiny_model_dir, exemplar_dir, tmp_path):
     from reversion_core.exemplars import load_exemplars
     from reversion_core.settings import InversionSettings
-    from reversion_core.studio import Studio
+    from server.studio import Studio
 
     studio = Studio(tiny_model_dir, tmp_path / "relations", temp_dir=tmp_path / "tmp", device="cpu", cap_s=120)
     settings = InversionSettings(max_train_steps=2000, train_batch_size=1, gradient_accumulation_steps=1)

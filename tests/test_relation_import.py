@@ -7,9 +7,9 @@ from safetensors.torch import save_file
 
 from reversion_core.errors import ReVersionError
 from reversion_core.relation_file import load_relation
-from reversion_core.forms import GenerateForm
+from server.forms import GenerateForm
 from reversion_core.relation_zip import MAX_IMPORT_FILE_BYTES, stage_relation_files
-from reversion_core.studio import Studio
+from server.studio import Studio
 
 
 @pytest.fixture

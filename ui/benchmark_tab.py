@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from reversion_core import studio as st
+from server import studio as st
 from reversion_core.errors import ReVersionError
-from reversion_core.forms import MODES, SOURCES
+from server.forms import MODES, SOURCES
 
 from .wiring import PRIVATE, Page, handler, relation_choices
 

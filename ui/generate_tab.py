@@ -6,9 +6,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from reversion_core import studio as st
+from server import studio as st
 from reversion_core.errors import ReVersionError
-from reversion_core.forms import MODES, GenerateForm
+from server.forms import MODES, GenerateForm
 from reversion_core.settings import MAX_SEED
 
 from .score_panel import build_score_panel

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from reversion_core import studio as st
+from server import studio as st
 from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet, exemplars_from_files
-from reversion_core.forms import SOURCES, TRAIN_BOUNDS, TrainForm
+from server.forms import SOURCES, TRAIN_BOUNDS, TrainForm
 from reversion_core.relation_file import check_name
 from reversion_core.settings import MAX_SEED, InversionSettings
-from reversion_core.training_jobs import loss_frames
+from server.training_jobs import loss_frames
 
 from .score_panel import build_score_panel
 from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from reversion_core import studio as st
+from server import studio as st
 from reversion_core.errors import ReVersionError
 
 PRIVATE = {"api_visibility": "private"}  # wiring of the page itself, not part of the app's API

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PIL import Image
 
-from .errors import ReVersionError
-from .relation_file import RelationPrompt, check_name, load_relation
-from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, summary_table
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import RelationPrompt, check_name, load_relation
+from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, summary_table
 
 if TYPE_CHECKING:
     from .studio import Shelf, Studio
@@ -103,7 +103,7 @@ def score_for_app(studio: Studio, shelf: Shelf, name: str, pairs: int = DEFAULT_
                 progress: Callable[[int, int], None] | None = None) -> CardView:
     """Score the shelf's relation ``name`` on ``pairs`` held-out entity pairs through the studio's GPU runner
     (progress as images are made), save the card where the caller may write, and return its view."""
-    from .zerogpu import ScoreProgress, ScoreRequest
+    from .gpu_runner import ScoreProgress, ScoreRequest
 
     if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or not math.isfinite(pairs) or pairs != int(pairs):
         raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")

@@ -14,11 +14,11 @@ import torch
 from reversion_core.base_model import load_pipeline
 from reversion_core.errors import ReVersionError
 from reversion_core.generation import RelationGenerator
-from reversion_core.hosting import pick_runtime
+from server.hosting import pick_runtime
 from reversion_core.inversion import FinishedEvent, Inversion, StepEvent, StoppedEvent
 from reversion_core.relation_file import RelationPrompt, save_relation
 from reversion_core.settings import InversionSettings
-from reversion_core.zerogpu import (
+from server.gpu_runner import (
     GenerationRequest, GpuRunner, NearestWords, StepTimes, TrainingReady, TrainingRequest, request_stop,
 )
 
@@ -180,9 +180,9 @@ import spaces  # SPACES_ZERO_GPU=true: the package patches torch and wraps decor
 import spaces.zero.client as client
 from reversion_core.exemplars import load_exemplars
 from reversion_core.generation import RelationGenerator
-from reversion_core.hosting import pick_runtime
+from server.hosting import pick_runtime
 from reversion_core.settings import InversionSettings
-from reversion_core.zerogpu import GenerationRequest, GpuRunner, StepTimes, TrainingRequest
+from server.gpu_runner import GenerationRequest, GpuRunner, StepTimes, TrainingRequest
 
 model, exemplars, relations = sys.argv[1:4]
 runtime = pick_runtime(base_model=model)

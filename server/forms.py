@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from .errors import ReVersionError
-from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, MAX_SEED, InversionSettings
+from reversion_core.errors import ReVersionError
+from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, MAX_SEED, InversionSettings
 
 PAPER = InversionSettings()
 APP_TRAIN_STEPS = 200  # the paper trains 3000 steps on SD 1.5; the embedded model learns a relation in a few hundred
@@ -124,7 +124,7 @@ class GenerateForm(_Form):
 
     def request(self, relation_path: str | os.PathLike | None):
         """The GenerationRequest for ``relation_path`` (the chosen relation's folder, None for a free prompt)."""
-        from .zerogpu import GenerationRequest
+        from .gpu_runner import GenerationRequest
 
         if self.free and not self.prompt.strip():
             raise ReVersionError("Write a prompt containing <R>, such as 'rabbit <R> carrot'.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -18,8 +17,7 @@ from typing import Any, Callable, Iterator
 
 from PIL import Image
 
-from .errors import ReVersionError
-from .exemplars import ExemplarSet
+from reversion_core.errors import ReVersionError
 
 FOLLOW_EVERY_S = 1.0  # a page following a training gets its state at most this often (the end at once)
 log = logging.getLogger(__name__)
@@ -236,31 +234,6 @@ class TrainingSlot:
                 if self._last.get(job.owner) is job:
                     del self._last[job.owner]  # nothing to follow any more; a public app has many visitors
                 self._state.notify_all()
-
-
-# ----------------------------------------------------------------------------------------------- run folders
-def save_exemplars(exemplars: ExemplarSet, folder: Path) -> Path:
-    """Write an exemplar set as a benchmark-layout folder (lossless PNGs in their order, text.json, relation.json and
-    templates.json when known), replacing ``folder`` whole."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        captions = {}
-        for k, e in enumerate(exemplars.exemplars):
-            file = f"{k:03d}-{Path(e.name).stem}.png"  # numbered: loading sorts by name, so the order is kept
-            e.image.save(tmp / file)
-            captions[file] = list(e.captions)
-        (tmp / "text.json").write_text(json.dumps(captions, indent=1), encoding="utf-8")
-        if exemplars.relation:
-            (tmp / "relation.json").write_text(json.dumps(exemplars.relation), encoding="utf-8")
-        if exemplars.templates:
-            (tmp / "templates.json").write_text(json.dumps(exemplars.templates), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
 
 
 def write_atomic(path: Path, text: str) -> None:

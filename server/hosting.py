@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from .base_model import DEFAULT_BASE_MODEL, SD15_HUB_ID, same_base_model
-from .errors import ReVersionError
-from .relation_file import RelationPrompt
+from reversion_core.base_model import DEFAULT_BASE_MODEL, SD15_HUB_ID, same_base_model
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import RelationPrompt
 
 ZERO_GPU_VARIABLE = "SPACES_ZERO_GPU"  # the switch the `spaces` package reads (spaces/config.py, Settings.zero_gpu)
 SPACE_ID_VARIABLE = "SPACE_ID"  # set by Hugging Face Spaces on every Space

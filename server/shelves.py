@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import AbstractSet, Sequence
 
-from .errors import ReVersionError
-from .relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
 from .workspaces import Limits, Workspace
 
 

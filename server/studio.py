@@ -23,18 +23,19 @@ from typing import Iterator, Sequence
 
 from PIL import Image
 
-from . import benchmarks
-from .benchmarks import DEFAULT_BENCHMARK_DIR, list_benchmark_sets, split_template  # noqa: F401  (the app's too)
-from .errors import ReVersionError
-from .exemplars import ExemplarSet, load_exemplars
-from .quiet import quiet_libraries
+from reversion_core import benchmarks
+from reversion_core.benchmarks import DEFAULT_BENCHMARK_DIR, list_benchmark_sets, split_template  # noqa: F401  (the app's too)
+from reversion_core.errors import ReVersionError
+from reversion_core.exemplars import ExemplarSet, load_exemplars
+from reversion_core.quiet import quiet_libraries
 from .forms import MAX_TRAIN_STEPS, GenerateForm
 from .hosting import Runtime, UnusableRelation, split_relations
-from .relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
-from .relation_zip import export_relation_zip, import_relation_files
-from .settings import InversionSettings
-from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, clock, loss_rows, read_losses, save_exemplars, write_atomic
-from .visitors import SharedShelf, VisitorShelf
+from reversion_core.relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
+from reversion_core.relation_zip import export_relation_zip, import_relation_files
+from reversion_core.settings import InversionSettings
+from reversion_core.run_files import save_exemplars
+from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, clock, loss_rows, read_losses, write_atomic
+from .shelves import SharedShelf, VisitorShelf
 from .workspaces import Workspaces
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ class Studio:
         cap_s: float | None = None,
     ) -> None:
         if runtime is None:  # a library caller: the given base model (default: the embedded one), not public
-            from .base_model import resolve_source
+            from reversion_core.base_model import resolve_source
             from .hosting import pick_runtime
 
             runtime = pick_runtime({}, base_model=resolve_source(base_model), device=device, attention=attention, public=False)
@@ -163,8 +164,8 @@ class Studio:
             if self._runner is None:
                 if self._runner_error is not None:
                     raise self._runner_error
-                from .generation import RelationGenerator
-                from .zerogpu import GpuRunner
+                from reversion_core.generation import RelationGenerator
+                from .gpu_runner import GpuRunner
 
                 quiet_libraries(hide_warnings=False)
                 rt = self.runtime
@@ -202,7 +203,7 @@ class Studio:
 
     def relation(self, name: str, shelf: Shelf | None = None) -> RelationPrompt:
         """One relation of the shelf, checked against the loaded base model."""
-        from .base_model import same_base_model
+        from reversion_core.base_model import same_base_model
 
         if not name:
             raise ReVersionError("Choose a relation first.")
@@ -300,7 +301,7 @@ class Studio:
     def continue_training(self, owner: str | None, name: str, more_steps: int, shelf: Shelf | None = None) -> TrainingJob:
         """Queue ``more_steps`` further steps of a relation trained here, from its last checkpoint: the same optimizer
         state and random stream, so the result is the one a longer run would have given."""
-        from .inversion import Inversion
+        from reversion_core.inversion import Inversion
 
         shelf = shelf or self.shared
         relation = self.relation(name, shelf)
@@ -330,7 +331,7 @@ class Studio:
 
     def _submit(self, owner, shelf: Shelf, name: str, exemplars: ExemplarSet, settings: InversionSettings,
                 overwrite: bool, resume_from: Path | None = None, rows: list | None = None) -> TrainingJob:
-        from .zerogpu import TrainingRequest, request_stop
+        from .gpu_runner import TrainingRequest, request_stop
 
         hold = ExitStack()
         hold.enter_context(shelf.training())  # public mode: one training per visitor, running or queued
@@ -345,8 +346,8 @@ class Studio:
 
     def _run_training(self, job: TrainingJob, request, shelf: Shelf) -> None:
         """The body of a training thread: the runner's events turned into the job's updates."""
-        from .inversion import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
-        from .zerogpu import NearestWords, TrainingReady
+        from reversion_core.inversion import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+        from .gpu_runner import NearestWords, TrainingReady
 
         runner = self.runner()
         name = job.name
@@ -382,7 +383,7 @@ class Studio:
 
     def _end(self, name: str, event, rows, previews, request, shelf: Shelf, kept) -> TrainUpdate:
         """The last update of a run from its end event; a finished or stopped run keeps what continuing it needs."""
-        from .inversion import FailedEvent, FinishedEvent
+        from reversion_core.inversion import FailedEvent, FinishedEvent
 
         # a relation saved elsewhere than the shelf's folder (its fallback when that failed) is not listed
         listed = event.path is not None and event.path.parent.resolve() == shelf.relations_dir.resolve()

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ReVersionError
-from .exemplars import ExemplarSet
+from reversion_core.errors import ReVersionError
+from reversion_core.exemplars import ExemplarSet
 from .hosting import Runtime
-from .report_card import DEFAULT_STEPS as CARD_STEPS
-from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
+from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
+from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
 
 CAP_VARIABLE = "REVERSION_GPU_CAP_S"
 ZERO_GPU_CAP_S = 120.0  # seconds one request may hold the GPU on ZeroGPU (a host setting, not the platform's maximum)
@@ -296,8 +296,8 @@ class GpuRunner:
     def _score_on_gpu(self, request: ScoreRequest) -> Iterator[Any]:
         import queue
 
-        from .relation_file import load_relation
-        from .report_card import score_relation
+        from reversion_core.relation_file import load_relation
+        from reversion_core.report_card import score_relation
 
         ticks: queue.Queue = queue.Queue()
         outcome: dict[str, Any] = {}
@@ -351,8 +351,8 @@ class GpuRunner:
         )
 
     def _train_on_gpu(self, request: TrainingRequest) -> Iterator[Any]:
-        from .inspection import nearest_words
-        from .inversion import CheckpointEvent, FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
+        from reversion_core.inspection import nearest_words
+        from reversion_core.inversion import CheckpointEvent, FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
 
         start = time.perf_counter()
         settings = self.training_settings(request.settings)
@@ -415,7 +415,7 @@ class _StepClock:
         self._total, self._count = 0.0, 0
 
     def see(self, item: Any) -> None:
-        from .inversion import PreviewEvent, StepEvent
+        from reversion_core.inversion import PreviewEvent, StepEvent
 
         if isinstance(item, TrainingReady):
             self.setup = item.seconds
