@@ -40,7 +40,8 @@ def describe(kind: str) -> str:
 
 def build_pipeline(kind: str, device: str = "cpu", dtype: torch.dtype = torch.float32, attention: str = "sdpa"):
     """A pipeline of ``kind`` on ``device`` in ``dtype`` with the given attention backend."""
-    from reversion_core.base_model import DEFAULT_BASE_MODEL, load_pipeline, set_attention
+    from reversion_core.base_model import load_pipeline, set_attention
+    from reversion_core.runtime import DEFAULT_BASE_MODEL
 
     if kind == "embedded":
         if not (DEFAULT_BASE_MODEL / "model_index.json").is_file():
@@ -147,7 +148,7 @@ def meta_components(kind: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from reversion_core.base_model import DEFAULT_BASE_MODEL
+    from reversion_core.runtime import DEFAULT_BASE_MODEL
 
     folders = {"sd15": SD15_CONFIGS, "embedded": DEFAULT_BASE_MODEL}
     with torch.device("meta"):

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
-    ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
+    ATTENTION_CHOICES, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
     MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
 )
 
@@ -40,7 +40,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         help="exemplar folder: images + text.json (with --resume, default: the exemplars/ copy beside the checkpoint)",
     )
     p.add_argument("--name", help="relation name (default: the exemplar set's relation or folder name)")
-    p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: embedded model, else SD 1.5)")
+    p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: SD 1.5 on a GPU, else the embedded model)")
     p.add_argument("--relations-dir", default="relations", help="where relation folders go (default: relations)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing relation of the same name")
     p.add_argument("--device", choices=DEVICE_CHOICES, help="default: cuda when present")
@@ -214,7 +214,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model")
     p.add_argument("--relations-dir", default="relations")
     p.add_argument("--device", choices=DEVICE_CHOICES)
-    p.add_argument("--attention", choices=ATTENTION_CHOICES, default=DEFAULT_ATTENTION)
+    p.add_argument("--attention", choices=ATTENTION_CHOICES, help="default: xformers on a CUDA GPU where it works, else sdpa")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -283,13 +283,13 @@ def _inspect(args: argparse.Namespace) -> int:
     relation = load_relation(args.relation, args.relations_dir)
     pipeline = None
     if not args.no_neighbours:
-        from .base_model import load_pipeline, resolve_source
+        from .base_model import load_pipeline
 
         source = args.base_model or relation.card.get("base_model_source")
         if source and not Path(source).exists() and args.base_model is None:
             source = None  # the card's model is not here; fall back to the default
         try:
-            pipeline = load_pipeline(resolve_source(source), device="cpu")
+            pipeline = load_pipeline(source, device="cpu")
         except ReVersionError as exc:
             print(f"note: no nearest words ({exc})", file=sys.stderr)
     summary = describe_relation(relation, pipeline=pipeline, k=args.k)

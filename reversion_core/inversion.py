@@ -28,7 +28,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from .base_model import base_model_id, load_pipeline, resolve_source, set_attention, shared_pipeline
+from .base_model import base_model_id, load_pipeline, set_attention, shared_pipeline
 from .errors import ReVersionError
 from .events import (  # noqa: F401  (the events are part of this module's interface)
     CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
@@ -37,6 +37,7 @@ from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
 from .relation_file import RelationPrompt, check_name, recover_relations
+from .runtime import resolve_source, torch_dtype
 from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
 from .settings import InversionSettings
 
@@ -73,7 +74,7 @@ def run_precision(settings: InversionSettings) -> str:
 
 def run_dtype(settings: InversionSettings) -> torch.dtype:
     """The dtype the frozen models run in (<R> itself always stays fp32)."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(run_precision(settings), torch.float32)
+    return torch_dtype(run_precision(settings))
 
 
 def _run_settings(settings: InversionSettings | None, checkpoint: dict | None) -> InversionSettings:
@@ -193,7 +194,7 @@ class Inversion:
         Returns the initializer's token id."""
         s = self.settings
         if base_model is None or isinstance(base_model, (str, os.PathLike)):
-            self.base_model_source = resolve_source(base_model)
+            self.base_model_source = resolve_source(base_model, self.device)
             pipe = load_pipeline(self.base_model_source, device=self.device, dtype="no", attention=s.attention)
         else:
             pipe, self.base_model_source = base_model, str(getattr(base_model, "name_or_path", "") or "pipeline")

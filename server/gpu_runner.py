@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet
-from .hosting import Runtime
+from .hosting import HostedRuntime
 from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
 from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
 
@@ -68,7 +68,7 @@ class StepTimes:
             self._update("setup", setup)
 
 
-def default_cap(runtime: Runtime, env: dict | None = None) -> float | None:
+def default_cap(runtime: HostedRuntime, env: dict | None = None) -> float | None:
     """The GPU-seconds cap: ``$REVERSION_GPU_CAP_S`` when set, else 120 s on ZeroGPU, else none."""
     env = os.environ if env is None else env
     if env.get(CAP_VARIABLE):
@@ -159,7 +159,7 @@ class GpuRunner:
     dedicated GPU or the CPU, where nothing lends the device by the second).
     """
 
-    def __init__(self, generator, runtime: Runtime, cap_s: float | None = None, times: StepTimes | None = None,
+    def __init__(self, generator, runtime: HostedRuntime, cap_s: float | None = None, times: StepTimes | None = None,
                  nearest_every_s: float = 1.0) -> None:
         import spaces  # on ZeroGPU the app imported it first (hosting.import_spaces_first), before CUDA was touched
 
@@ -328,10 +328,10 @@ class GpuRunner:
     def training_settings(self, settings: InversionSettings) -> InversionSettings:
         """The run's settings on this runtime: its attention backend, and the precision of the shared half-precision
         weights (training the shared UNet in fp32 would need a second copy of it)."""
-        import torch
+        from reversion_core.runtime import precision_of
 
-        dtype = self.generator.pipeline.unet.dtype
-        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, settings.mixed_precision)
+        precision = precision_of(self.generator.pipeline.unet.dtype)
+        precision = settings.mixed_precision if precision == "no" else precision
         return replace(settings, attention=self.runtime.attention, mixed_precision=precision)
 
     def train(self, request: TrainingRequest) -> Iterator[Any]:

@@ -29,7 +29,7 @@ from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet, load_exemplars
 from reversion_core.quiet import quiet_libraries
 from .forms import MAX_TRAIN_STEPS, GenerateForm
-from .hosting import Runtime, UnusableRelation, split_relations
+from .hosting import HostedRuntime, UnusableRelation, split_relations
 from reversion_core.relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
 from reversion_core.relation_zip import export_relation_zip, import_relation_files
 from reversion_core.settings import InversionSettings
@@ -111,15 +111,15 @@ class Studio:
         attention: str = "sdpa",
         runs_dir: str | os.PathLike | None = None,
         *,
-        runtime: Runtime | None = None,
+        runtime: HostedRuntime | None = None,
         workspaces: Workspaces | None = None,
         cap_s: float | None = None,
     ) -> None:
-        if runtime is None:  # a library caller: the given base model (default: the embedded one), not public
-            from reversion_core.base_model import resolve_source
+        if runtime is None:  # a library caller: the given base model (default: the runtime's rule), not public
+            from reversion_core.runtime import resolve_source
             from .hosting import pick_runtime
 
-            runtime = pick_runtime({}, base_model=resolve_source(base_model), device=device, attention=attention, public=False)
+            runtime = pick_runtime({}, base_model=resolve_source(base_model, device), device=device, attention=attention, public=False)
         self.runtime, self.workspaces, self.cap_s = runtime, workspaces, cap_s
         self.relations_dir = Path(relations_dir)  # shipped (public mode) or shared relations
         self.benchmark_dir = Path(benchmark_dir)
@@ -170,7 +170,7 @@ class Studio:
                 quiet_libraries(hide_warnings=False)
                 rt = self.runtime
                 try:
-                    generator = RelationGenerator(rt.base_model, device=rt.device, dtype=rt.dtype, attention=rt.attention,
+                    generator = RelationGenerator(rt.base_model, device=rt.device, dtype=rt.precision, attention=rt.attention,
                                                   relations_dir=self.relations_dir)
                     self._runner = GpuRunner(generator, rt, cap_s=self.cap_s)  # loads the pipeline
                 except ReVersionError as exc:

@@ -37,7 +37,7 @@ def relations_dir(tmp_path):
 @pytest.fixture
 def runner(tiny_model_dir, relations_dir):
     runtime = pick_runtime({}, cuda_available=False, base_model=str(tiny_model_dir))
-    generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.dtype,
+    generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.precision,
                                   attention=runtime.attention, relations_dir=relations_dir)
     return GpuRunner(generator, runtime, cap_s=None, times=StepTimes())
 
@@ -186,7 +186,7 @@ from server.gpu_runner import GenerationRequest, GpuRunner, StepTimes, TrainingR
 
 model, exemplars, relations = sys.argv[1:4]
 runtime = pick_runtime(base_model=model)
-generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.dtype, attention=runtime.attention)
+generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.precision, attention=runtime.attention)
 runner = GpuRunner(generator, runtime, cap_s=120, times=StepTimes(generation=0.1, training=0.15, setup=15))
 asked = []
 class Scheduled(Exception):
