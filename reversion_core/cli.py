@@ -82,30 +82,18 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     card.add_argument("--score-pairs", type=int, metavar="N", help="entity pairs for --score (default 16; giving it turns --score on)")
 
 
-KEPT_EXEMPLARS = "exemplars"  # beside a run's checkpoints: the exemplars it learns from (the app keeps them there too)
-
-
-def _kept_exemplars(checkpoint: Path) -> Path:
-    """The exemplar copy beside a checkpoint file or in a checkpoint folder; one sentence when there is none."""
-    folder = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / KEPT_EXEMPLARS
-    if not (folder / "text.json").is_file():
-        raise ReVersionError(
-            f"{folder} does not exist (checkpoints written before exemplars were kept beside them); give the exemplar folder to learn from."
-        )
-    return folder
-
-
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
+    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent
+    from .run_files import EXEMPLARS_DIR, kept_exemplars, read_checkpoint, save_exemplars
     from .settings import InversionSettings
 
     exemplars = args.exemplars
     if not exemplars and args.resume:
-        exemplars = _kept_exemplars(Path(args.resume))
+        exemplars = kept_exemplars(args.resume)
     if not exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
     score_pairs = _score_pairs(args)  # checked before the training, which may take long
@@ -122,10 +110,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         run = Inversion(exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
-    kept = run.checkpoint_dir / KEPT_EXEMPLARS
+    kept = run.checkpoint_dir / EXEMPLARS_DIR
     if settings.checkpoint_every and main and not kept.is_dir():  # so that --resume needs only the checkpoint
-        from .run_files import save_exemplars
-
         save_exemplars(run.exemplars, kept)
     if main:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)

@@ -38,7 +38,9 @@ from .objectives import RelationFocalSampler, denoise_loss, denoise_target, stee
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
 from .relation_file import RelationPrompt, check_name, recover_relations
 from .runtime import resolve_source, torch_dtype
-from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
+from .run_files import (
+    already_saved, check_resumable, check_writable, read_checkpoint, runs_dir, save_run_relation, write_checkpoint,
+)
 from .settings import InversionSettings
 
 
@@ -171,7 +173,7 @@ class Inversion:
         self._saved_path = already_saved(self.relations_dir, self.name, checkpoint, s) if checkpoint else None
         if (self.relations_dir / self.name).exists() and not overwrite and self._saved_path is None:
             raise ReVersionError(f"{self.relations_dir / self.name} already holds a relation; choose another name or allow overwriting.")
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else self.relations_dir.parent / "runs" / self.name
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else runs_dir(self.relations_dir) / self.name
         check_writable(self.relations_dir, "Relations folder")
         if s.checkpoint_every:
             check_writable(self.checkpoint_dir, "Checkpoint folder")
@@ -444,8 +446,6 @@ class Inversion:
             "losses": dict(self.last_losses),
         }
         return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
-
-    _read_checkpoint = staticmethod(read_checkpoint)  # the app's continue path still calls it by this name
 
     def _restore(self, state: dict) -> None:
         check_resumable(state, self.settings, self.text_encoder.get_input_embeddings().weight.shape[1])

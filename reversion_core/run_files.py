@@ -1,9 +1,15 @@
-"""What a relation-inversion run writes: checkpoints to continue from, and the relation folder at its end.
+"""What a relation-inversion run writes, and where: the run folder's layout, its checkpoints to continue from, and
+the relation folder at its end.
 
-A checkpoint (``step-XXXXXX.pt``) holds <R>, the optimizer state, the step and the random stream, so a continued
-run gives the result an uninterrupted one would have; only tensors and plain values are stored, read back with
-``weights_only=True``, so no pickled code runs. The relation at the end never replaces an existing one unless
-asked, and when its folder cannot be written it goes somewhere else rather than being lost.
+A run folder is ``runs/NAME/`` beside the relations folder (``relations/NAME/`` holds the relation itself):
+- ``step-XXXXXX.pt``: checkpoints. Each holds <R>, the optimizer state, the step and the random stream, so a continued
+  run gives the result an uninterrupted one would have; only tensors and plain values are stored, read back with
+  ``weights_only=True``, so no pickled code runs;
+- ``exemplars/``: a copy of the exemplars in the benchmark layout, so a run continues from its folder alone;
+- ``losses.json``: the app's loss plot so far (the app continues its plot from it);
+- ``preview-*.png``: the CLI's preview images.
+The relation at the end never replaces an existing one unless asked, and when its folder cannot be written it goes
+somewhere else rather than being lost.
 """
 from __future__ import annotations
 
@@ -22,15 +28,51 @@ from .relation_file import RelationPrompt, clean_leftovers, free_relation_name, 
 from .settings import InversionSettings
 
 CHECKPOINT_FORMAT = "reversion-checkpoint/1"
+RUNS_FOLDER = "runs"  # beside the relations folder: one run folder per relation
+CHECKPOINT_PATTERN = "step-*.pt"
+EXEMPLARS_DIR = "exemplars"  # in a run folder: the exemplars it learns from, for continuing it
+LOSSES_FILE = "losses.json"  # in a run folder: the app's loss plot rows so far
+
+
+# ----------------------------------------------------------------------------------------------- the layout
+def runs_dir(relations_dir: str | os.PathLike) -> Path:
+    """Where the run folders of the relations in ``relations_dir`` go by default: ``runs/`` beside it."""
+    return Path(relations_dir).parent / RUNS_FOLDER
+
+
+def checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """A run folder's checkpoints, oldest first (an empty list when there are none or no folder)."""
+    return sorted(Path(folder).glob(CHECKPOINT_PATTERN))
+
+
+def kept_exemplars(checkpoint: str | os.PathLike) -> Path:
+    """The exemplar copy beside a checkpoint file or in a run folder; one sentence when there is none."""
+    checkpoint = Path(checkpoint)
+    folder = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / EXEMPLARS_DIR
+    if not (folder / "text.json").is_file():
+        raise ReVersionError(
+            f"{folder} does not exist (checkpoints written before exemplars were kept beside them); give the exemplar folder to learn from."
+        )
+    return folder
+
+
+def keep_only(folder: Path, latest: Path) -> None:
+    """Remove every checkpoint of ``folder`` but ``latest``."""
+    for old in checkpoints(folder):
+        if old != latest:
+            old.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
 
 
 def read_checkpoint(source: str | os.PathLike) -> dict:
     """The state saved in a checkpoint file, or in the latest ``step-*.pt`` of a folder; one sentence when unusable."""
     path = Path(source)
     if path.is_dir():
-        found = sorted(path.glob("step-*.pt"))
+        found = checkpoints(path)
         if not found:
-            raise ReVersionError(f"Folder {path} holds no checkpoints (step-*.pt).")
+            raise ReVersionError(f"Folder {path} holds no checkpoints ({CHECKPOINT_PATTERN}).")
         path = found[-1]
     if not path.is_file():
         raise ReVersionError(f"Checkpoint {path} does not exist.")
@@ -51,7 +93,7 @@ def write_checkpoint(folder: Path, step: int, state: dict, started_at: float) ->
         with contextlib.suppress(OSError):
             if leftover.stat().st_mtime < started_at:
                 leftover.unlink()
-    path = folder / f"step-{step:06d}.pt"
+    path = folder / CHECKPOINT_PATTERN.replace("*", f"{step:06d}")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt.")
     os.close(fd)
     torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
@@ -59,6 +101,7 @@ def write_checkpoint(folder: Path, step: int, state: dict, started_at: float) ->
     return path
 
 
+# ----------------------------------------------------------------------------------------------- continuing and saving
 def check_resumable(state: dict, settings: InversionSettings, embedding_dim: int) -> None:
     """Refuse, in one sentence, a checkpoint that this run cannot continue (other token, vector size or step count)."""
     if state["token"] != settings.placeholder_token:
@@ -128,6 +171,7 @@ def save_run_relation(
     raise ReVersionError(f"The relation could not be saved as {str(target)!r} ({reason}), nor anywhere else.")
 
 
+# ----------------------------------------------------------------------------------------------- the exemplar copy
 def save_exemplars(exemplars: ExemplarSet, folder: Path) -> Path:
     """Write an exemplar set as a benchmark-layout folder (lossless PNGs in their order, text.json, relation.json and
     templates.json when known), replacing ``folder`` whole."""

@@ -28,12 +28,13 @@ from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet
 from .hosting import HostedRuntime
 from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
+from reversion_core.run_files import keep_only
 from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
 
 CAP_VARIABLE = "REVERSION_GPU_CAP_S"
 ZERO_GPU_CAP_S = 120.0  # seconds one request may hold the GPU on ZeroGPU (a host setting, not the platform's maximum)
 MARGIN = 1.25  # ask for this much more than the estimate: ZeroGPU may abort a task that runs past its duration
-NEAREST_K = 8
+NEAREST_K = 8  # vocabulary words nearest to <R> that a training shows
 log = logging.getLogger(__name__)
 
 
@@ -396,9 +397,7 @@ def _keep_checkpoint(inversion, folder: Path, step: int) -> Path | None:
     try:
         inversion.checkpoint_dir = folder
         latest = inversion.save_checkpoint(step)
-        for old in folder.glob("step-*.pt"):
-            if old != latest:
-                old.unlink(missing_ok=True)
+        keep_only(folder, latest)
         return latest
     except OSError as exc:
         log.warning("could not keep the checkpoint of %s for continuing (%s)", folder.name, exc)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import AbstractSet, Sequence
 
 from reversion_core.errors import ReVersionError
+from reversion_core.run_files import runs_dir
 from reversion_core.relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
 from .workspaces import Limits, Workspace
 
@@ -72,7 +73,7 @@ class VisitorShelf:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.relations_dir = workspace.relations_dir
-        self.runs_dir = workspace.path / "runs"
+        self.runs_dir = runs_dir(workspace.relations_dir)
         self.limits = workspace.owner.limits
 
     def relations(self) -> list[RelationPrompt]:

@@ -33,7 +33,8 @@ from .hosting import HostedRuntime, UnusableRelation, split_relations
 from reversion_core.relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
 from reversion_core.relation_zip import export_relation_zip, import_relation_files
 from reversion_core.settings import InversionSettings
-from reversion_core.run_files import save_exemplars
+from reversion_core import run_files
+from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, checkpoints, read_checkpoint, save_exemplars
 from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, clock, loss_rows, read_losses, write_atomic
 from .shelves import SharedShelf, VisitorShelf
 from .workspaces import Workspaces
@@ -43,10 +44,7 @@ DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
 DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
 BENCHMARK_THUMB = 256  # exemplar images of a foreign benchmark can be large; the gallery needs no more
 UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
-NEAREST_K = 8
 LEVEL_NAMES = {1: "1 (entities)", 2: "2 (+ colours)", 3: "3 (+ patterns, background)"}
-EXEMPLARS_DIR = "exemplars"  # in a run folder: the exemplars it learned from, for continuing it
-LOSSES_FILE = "losses.json"  # in a run folder: the loss plot's rows so far
 Shelf = SharedShelf | VisitorShelf
 log = logging.getLogger(__name__)
 
@@ -126,7 +124,7 @@ class Studio:
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="reversion-studio-"))
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         # checkpoints of the app's runs, where the CLI keeps its own (``--resume runs/NAME`` reads them too)
-        self.shared = SharedShelf(self.relations_dir, Path(runs_dir) if runs_dir else self.relations_dir.parent / "runs")
+        self.shared = SharedShelf(self.relations_dir, Path(runs_dir) if runs_dir else run_files.runs_dir(self.relations_dir))
         self.slot = TrainingSlot()
         self._runner = None
         self._runner_error: ReVersionError | None = None
@@ -296,22 +294,20 @@ class Studio:
     def continuable(self, shelf: Shelf | None = None) -> list[str]:
         """Relations that can be trained further: the shelf's own whose last run left its checkpoint."""
         shelf = shelf or self.shared
-        return sorted(n for n in shelf.own_names() if any((shelf.runs_dir / n).glob("step-*.pt")))
+        return sorted(n for n in shelf.own_names() if checkpoints(shelf.runs_dir / n))
 
     def continue_training(self, owner: str | None, name: str, more_steps: int, shelf: Shelf | None = None) -> TrainingJob:
         """Queue ``more_steps`` further steps of a relation trained here, from its last checkpoint: the same optimizer
         state and random stream, so the result is the one a longer run would have given."""
-        from reversion_core.inversion import Inversion
-
         shelf = shelf or self.shared
         relation = self.relation(name, shelf)
         if not 1 <= int(more_steps) <= MAX_TRAIN_STEPS:
             raise ReVersionError(f"Train between 1 and {MAX_TRAIN_STEPS} more steps, not {more_steps}.")
         run = shelf.runs_dir / relation.path.name
-        checkpoints = sorted(run.glob("step-*.pt"))
-        if relation.path.name not in shelf.own_names() or not checkpoints or not (run / EXEMPLARS_DIR).is_dir():
+        kept = checkpoints(run)
+        if relation.path.name not in shelf.own_names() or not kept or not (run / EXEMPLARS_DIR).is_dir():
             raise ReVersionError(f"Relation {name!r} has no checkpoint to continue from; only relations trained in this app can be continued.")
-        state = Inversion._read_checkpoint(checkpoints[-1])
+        state = read_checkpoint(kept[-1])
         if state["step"] != relation.card.get("steps"):
             raise ReVersionError(
                 f"Relation {name!r} is at step {relation.card.get('steps')} but its checkpoint is at step {state['step']}; it cannot be continued."
@@ -321,7 +317,7 @@ class Studio:
         if self.cap_s is not None:
             self.runner().check_training(replace(settings, max_train_steps=int(more_steps)))
         exemplars = load_exemplars(run / EXEMPLARS_DIR, settings.placeholder_token)
-        return self._submit(owner, shelf, relation.path.name, exemplars, settings, True, checkpoints[-1], read_losses(run / LOSSES_FILE))
+        return self._submit(owner, shelf, relation.path.name, exemplars, settings, True, kept[-1], read_losses(run / LOSSES_FILE))
 
     def follow(self, owner: str | None) -> Iterator[TrainUpdate]:
         """The updates of ``owner``'s running or waiting training, if any (a reloaded page picks it up again)."""

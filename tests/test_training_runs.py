@@ -141,3 +141,16 @@ def test_two_cpu_processes_sync_the_gradient_once_a_step_and_keep_one_vector(exe
     assert ranks[0]["lr"] == pytest.approx(2.5e-4 * 1 * 3 * 2)  # scaled by batch x accumulation x processes
     assert torch.equal(ranks[0]["vector"], ranks[1]["vector"])  # each rank drew other samples, yet one <R>
     assert load_relation(tmp_path / "relations" / "two").card["steps"] == 2
+
+
+def test_the_cli_the_app_and_each_visitor_keep_run_folders_in_runs_beside_their_relations(tmp_path):
+    from reversion_core.run_files import runs_dir
+    from server.shelves import VisitorShelf
+    from server.studio import Studio
+    from server.workspaces import Workspaces
+
+    assert runs_dir(tmp_path / "relations") == tmp_path / "runs"
+    studio = Studio(relations_dir=tmp_path / "relations", temp_dir=tmp_path / "tmp")
+    assert studio.shared.runs_dir == tmp_path / "runs"
+    visitor = VisitorShelf(Workspaces(tmp_path / "relations", tmp_path / "data").for_visitor("alice"))
+    assert visitor.runs_dir == runs_dir(visitor.relations_dir)

@@ -11,6 +11,7 @@ import gradio as gr
 from server import studio as st
 from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet, exemplars_from_files
+from server.gpu_runner import NEAREST_K
 from server.forms import SOURCES, TRAIN_BOUNDS, TrainForm
 from reversion_core.relation_file import check_name
 from reversion_core.settings import MAX_SEED, InversionSettings
@@ -203,7 +204,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                             "solid: smoothed (moving average).", elem_id="loss-key")
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
-                nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
+                nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=NEAREST_K)
                 trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
                 build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score")
 
