@@ -9,7 +9,7 @@
   123.1M parameters) built from the published configs in ``benchmarks/configs/sd15`` with random weights, because
   no weights can be downloaded here. Speed and memory do not depend on the weight values, only on shapes and
   dtypes, so these timings are those of SD 1.5. The tokenizer is a closed-vocabulary CLIP tokenizer padded to
-  SD 1.5's 49,408 entries, so the embedding table (what the reference mode optimises in full) has its real size.
+  SD 1.5's 49,408 entries, so the embedding table (what the reference loop optimises in full) has its real size.
 """
 from __future__ import annotations
 

@@ -87,7 +87,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent
+    from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+    from .reference_loop import inversion_class
     from .run_files import EXEMPLARS_DIR, kept_exemplars, read_checkpoint, save_exemplars
     from .settings import InversionSettings
 
@@ -105,10 +106,11 @@ def _train(args: argparse.Namespace) -> int:
         base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
         checkpoint_dir=args.checkpoint_dir, device=args.device,
     )
+    loop = inversion_class(settings)  # --reference: the official script's slower loop
     if checkpoint:
-        run = Inversion.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
+        run = loop.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
     else:
-        run = Inversion(exemplars, args.name, settings, **options)
+        run = loop(exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
     kept = run.checkpoint_dir / EXEMPLARS_DIR
     if settings.checkpoint_every and main and not kept.is_dir():  # so that --resume needs only the checkpoint

@@ -11,10 +11,11 @@ loaded pipeline: its tokenizer and text encoder gain the placeholder); ``Inversi
 already loaded UNet, VAE and scheduler and trains on copies of the tokenizer and text encoder, so one base model in
 memory serves generation and every training; ``Inversion.from_checkpoint`` continues a run.
 
-``reference=True`` in the settings runs the way the official script does instead (VAE encode every step, fp32,
-AdamW over the whole embedding table with the other rows restored after each step), for benchmarks only.
+The official script's slower loop (VAE encode every step, fp32, AdamW over the whole embedding table with the other
+rows restored after each step), for benchmarks and the test that holds this loop to it, is a small subclass in
+:mod:`reversion_core.reference_loop`: it overrides the few methods marked "(the reference loop overrides this)".
 
-About 500 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
+Over 400 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
 that need none of it live beside it (events, precompute, run_files).
 """
 from __future__ import annotations
@@ -69,21 +70,16 @@ def _make_accelerator(mixed_precision: str, cpu: bool):
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
-def run_precision(settings: InversionSettings) -> str:
-    """The run's mixed precision: the settings', except that the reference loop always runs in fp32."""
-    return "no" if settings.reference else settings.mixed_precision
-
-
-def run_dtype(settings: InversionSettings) -> torch.dtype:
-    """The dtype the frozen models run in (<R> itself always stays fp32)."""
-    return torch_dtype(run_precision(settings))
-
-
-def _run_settings(settings: InversionSettings | None, checkpoint: dict | None) -> InversionSettings:
-    """The given settings, else a checkpoint's, else the paper's defaults; validated."""
+def _run_settings(settings: InversionSettings | None, checkpoint: dict | None, reference: bool) -> InversionSettings:
+    """The given settings, else a checkpoint's, else the paper's defaults (settings validate themselves when built).
+    ``reference``: whether the class building the run is the official script's loop, which the settings must ask for."""
     if settings is None:
         settings = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
-    settings.validate()
+    if settings.reference != reference:
+        raise ReVersionError(
+            "Settings with reference=True run in the official script's loop, reversion_core.reference_loop.ReferenceInversion; "
+            "every other run is an Inversion." if settings.reference else "A ReferenceInversion needs settings with reference=True."
+        )
     return settings
 
 
@@ -96,6 +92,8 @@ class Inversion:
     use :meth:`from_components`). ``resume_from`` is a checkpoint file or folder, or a state read by
     :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step.
     """
+
+    reference = False  # the official script's loop (reversion_core.reference_loop) says True
 
     def __init__(
         self,
@@ -110,7 +108,7 @@ class Inversion:
         device: str | None = None,
     ) -> None:
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
-        self.settings = _run_settings(settings, checkpoint)
+        self.settings = _run_settings(settings, checkpoint, self.reference)
         self.shares_models = False  # set by from_components: the UNet and VAE belong to someone else too
         self._plan(exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir)
         self._start_accelerator(device)
@@ -138,8 +136,8 @@ class Inversion:
         """
         resume_from = options.pop("resume_from", None)
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
-        settings = _run_settings(settings, checkpoint)
-        dtype, wanted = pipeline.unet.dtype, run_dtype(settings)
+        settings = _run_settings(settings, checkpoint, cls.reference)
+        dtype, wanted = pipeline.unet.dtype, torch_dtype(cls.precision(settings))
         if dtype != wanted:
             raise ReVersionError(
                 f"The loaded base model runs in {str(dtype).removeprefix('torch.')} but this training needs "
@@ -157,6 +155,12 @@ class Inversion:
         """Continue a run from a checkpoint file, a folder (its latest checkpoint) or a state :func:`read_checkpoint`
         returned; the checkpoint's settings and name unless others are given. ``options`` are ``__init__``'s."""
         return cls(exemplars, name, settings, resume_from=checkpoint, **options)
+
+    @classmethod
+    def precision(cls, settings: InversionSettings) -> str:
+        """The precision the frozen models run in (<R> itself always stays fp32): the settings' mixed precision
+        (the reference loop overrides this)."""
+        return settings.mixed_precision
 
     # ------------------------------------------------------------------------------------------- the build steps
     def _plan(self, exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir) -> None:
@@ -181,7 +185,7 @@ class Inversion:
 
     def _start_accelerator(self, device: str | None) -> None:
         """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync."""
-        mixed_precision = run_precision(self.settings)
+        mixed_precision = self.precision(self.settings)
         if device == "cuda" and not torch.cuda.is_available():
             raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use the CPU.")
         use_cpu = device == "cpu" or not torch.cuda.is_available()
@@ -189,7 +193,7 @@ class Inversion:
             raise ReVersionError("Mixed precision fp16 needs a GPU; use 'no' (or 'bf16') on CPU.")
         self.accelerator = _make_accelerator(mixed_precision, use_cpu)
         self.device = self.accelerator.device
-        self.weight_dtype = run_dtype(self.settings)
+        self.weight_dtype = torch_dtype(mixed_precision)
 
     def _take_base_model(self, base_model) -> int:
         """Load (or take) the frozen components, add the placeholder token, put them on the device in the run's dtype.
@@ -223,37 +227,35 @@ class Inversion:
         return init_id
 
     def _make_trainable(self, init_id: int) -> None:
-        """<R> spliced in by a hook (default) or the whole table (reference mode), its AdamW, the timestep sampler and
-        the run's one random generator."""
+        """<R> and its AdamW, the timestep sampler and the run's one random generator."""
         s, acc = self.settings, self.accelerator
-        table = self.text_encoder.get_input_embeddings()
-        init = table.weight[init_id].detach().float()
-        lr = s.effective_learning_rate(acc.num_processes)
-        betas = (s.adam_beta1, s.adam_beta2)
-        if s.reference:
-            self.original_table = table.weight.detach().clone()
-            table.weight.requires_grad_(True)
-            params = [table.weight]
-            self.relation = None
-        else:
-            self.relation = RelationVector(init, self.placeholder_id).to(self.device)
-            params = [self.relation.vector]
-        optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=s.adam_weight_decay, eps=s.adam_epsilon)
-        if s.reference:
-            self.optimizer = acc.prepare(optimizer)
-            self.relation_ddp = None
-        else:
-            self.relation_ddp, self.optimizer = acc.prepare(self.relation, optimizer)
-            self._hook = table.register_forward_hook(self._splice)
-        # Micro-batches of one step through the models together (see InversionSettings.fuse_micro_batches). The
-        # reference loop keeps the official script's one-by-one accumulation.
-        self.fused = not s.reference and s.gradient_accumulation_steps > 1 and (
-            s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
-        )
+        self._make_parameter(init_id)
+        self.fused = self._fuses()
         self.sampler = RelationFocalSampler(self.noise_scheduler.config.num_train_timesteps, s.alpha if s.importance_sampling else 0.0)
         self.generator = torch.Generator().manual_seed(s.seed + acc.process_index)  # all randomness of the run
         self.start_step = 0
         self.last_losses: dict[str, float] = {}
+
+    def _make_parameter(self, init_id: int) -> None:
+        """<R> as one parameter started at the initializer's row, spliced in by a hook on the embedding table, and
+        its AdamW (the reference loop overrides this)."""
+        table = self.text_encoder.get_input_embeddings()
+        self.relation = RelationVector(table.weight[init_id].detach().float(), self.placeholder_id).to(self.device)
+        self.relation_ddp, self.optimizer = self.accelerator.prepare(self.relation, self._adamw([self.relation.vector]))
+        self._hook = table.register_forward_hook(self._splice)
+
+    def _adamw(self, params: list[torch.Tensor]) -> torch.optim.AdamW:
+        s = self.settings
+        return torch.optim.AdamW(params, lr=s.effective_learning_rate(self.accelerator.num_processes),
+                                 betas=(s.adam_beta1, s.adam_beta2), weight_decay=s.adam_weight_decay, eps=s.adam_epsilon)
+
+    def _fuses(self) -> bool:
+        """Whether a step's micro-batches go through the models together (see InversionSettings.fuse_micro_batches;
+        the reference loop overrides this: it keeps the official script's one-by-one accumulation)."""
+        s = self.settings
+        return s.gradient_accumulation_steps > 1 and (
+            s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
+        )
 
     def _splice(self, module, args, output):
         """Forward hook on the token embedding: put the current <R> wherever the placeholder id appears."""
@@ -286,8 +288,7 @@ class Inversion:
         return self.data.positive_embeds
 
     def current_vector(self) -> torch.Tensor:
-        if self.settings.reference:
-            return self.text_encoder.get_input_embeddings().weight[self.placeholder_id]
+        """The <R> being learned (the reference loop overrides this)."""
         return self.relation.vector
 
     # ------------------------------------------------------------------------------------------- control
@@ -328,10 +329,7 @@ class Inversion:
                     sums["loss"] += loss.item() * share
                     sums["denoise"] += l_denoise.item() * share
                     sums["steer"] += l_steer.item() * share
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if s.reference:
-                    self._restore_other_rows()
+                self._optimizer_step()
                 if not self._usable(self.current_vector()):
                     yield self._fail(step, start, "the <R> vector")
                     return
@@ -354,6 +352,11 @@ class Inversion:
             return
         yield self._end(FinishedEvent, total, start)
 
+    def _optimizer_step(self) -> None:
+        """One AdamW step on <R> (the reference loop overrides this)."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _usable(self, vector: torch.Tensor) -> bool:
         """Finite in the models' dtype, and small enough that the text encoder's layer norm (a mean of squares)
         stays finite: a larger vector gives NaN images although each of its numbers is finite."""
@@ -365,13 +368,7 @@ class Inversion:
         s, g, dev, by_image = self.settings, self.generator, self.device, self.data.captions_of_image
         images = torch.randint(len(self.exemplars), (s.train_batch_size,), generator=g)
         captions = [by_image[i][torch.randint(len(by_image[i]), (1,), generator=g).item()] for i in images.tolist()]
-        if s.reference:  # the official loop: encode the images every step
-            dist = self.vae.encode(self.data.pixels[images].to(dev, self.weight_dtype)).latent_dist
-            latents = dist.mean.float() + dist.std.float() * torch.randn(dist.mean.shape, generator=g).to(dev)
-        else:
-            mean, std = self.data.latent_mean[images.to(dev)], self.data.latent_std[images.to(dev)]
-            latents = mean + std * torch.randn(mean.shape, generator=g).to(dev)
-        latents = latents * self.data.latent_scale
+        latents = self._latents(images) * self.data.latent_scale
         noise = torch.randn(latents.shape, generator=g).to(dev)
         timesteps = self.sampler.sample(s.train_batch_size, g).to(dev)
         chosen = torch.randperm(len(self.data.positive_embeds), generator=g)[: s.num_positives].to(dev)
@@ -380,6 +377,13 @@ class Inversion:
             "input_ids": self.data.caption_ids[captions].to(dev), "latents": latents, "noise": noise,
             "timesteps": timesteps, "chosen": chosen, "negatives": negatives,
         }
+
+    def _latents(self, images: torch.Tensor) -> torch.Tensor:
+        """A sample of the images' latent distributions, computed once before the first step (the reference loop
+        overrides this: it encodes the images every step)."""
+        dev = self.device
+        mean, std = self.data.latent_mean[images.to(dev)], self.data.latent_std[images.to(dev)]
+        return mean + std * torch.randn(mean.shape, generator=self.generator).to(dev)
 
     def _losses(self, draws: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """L_denoise at relation-focal timesteps over the draws' samples (one model call for all of them; equal-sized
@@ -398,14 +402,6 @@ class Inversion:
             for d in draws
         ]).mean()
         return l_denoise, l_steer
-
-    def _restore_other_rows(self) -> None:
-        """Reference mode: AdamW moved every row of the table (weight decay); put all but <R> back."""
-        with torch.no_grad():
-            weight = self.text_encoder.get_input_embeddings().weight
-            keep = torch.ones(len(weight), dtype=torch.bool, device=weight.device)
-            keep[self.placeholder_id] = False
-            weight[keep] = self.original_table[keep]
 
     # ------------------------------------------------------------------------------------------- previews
     def preview_pipeline(self):
