@@ -19,7 +19,7 @@ from PIL import Image
 from .base_model import base_model_id, load_pipeline
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
-from .runtime import resolve_source
+from .runtime import pick_attention, pick_device, resolve_source
 from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
 
 _PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
@@ -83,7 +83,7 @@ class RelationGenerator:
         pipeline=None,
     ) -> None:
         self.source = resolve_source(base_model, device) if pipeline is None else str(getattr(pipeline, "name_or_path", "pipeline"))
-        self.device, self.dtype, self.attention = device, dtype, attention
+        self.device, self.dtype, self.attention = device, dtype, pick_attention(pick_device(device), attention)
         self.relations_dir = Path(relations_dir)
         self._pipe = pipeline
         self._base_vocab: set[str] | None = None
