@@ -1,10 +1,11 @@
 """ReVersion Studio: learn a relation prompt <R> from a few exemplar images, then generate with it.
 
 UI only: constants, flags, and the page put together from ``ui/`` (one builder per tab, handlers that each call one
-method of ``server.studio.Studio``). ``python app.py --help`` lists the flags; each has an environment
-variable too.
-Where it runs decides what it runs (``server.hosting``): SD 1.5 on ZeroGPU or a CUDA GPU, the embedded model
-on the CPU; on Hugging Face Spaces it is public: each visitor trains into a workspace of their own.
+method of ``server.studio.Studio``; the server side is ``server/``, the engine ``reversion_core/``).
+``python app.py --help`` lists the flags; each has an environment variable too.
+Where it runs decides what it runs (``server.hosting`` on the engine's rule, ``reversion_core.runtime``): SD 1.5 on
+ZeroGPU or a CUDA GPU, the embedded model on the CPU; on Hugging Face Spaces it is public: each visitor trains into a
+workspace of their own.
 """
 from __future__ import annotations
 
@@ -42,8 +43,9 @@ import_spaces_first()
 
 import gradio as gr  # noqa: E402
 
-from server import studio as st  # noqa: E402
+from reversion_core import benchmarks  # noqa: E402
 from reversion_core.settings import ATTENTION_CHOICES  # noqa: E402
+from server import studio as st  # noqa: E402
 from server.workspaces import Limits, Workspaces  # noqa: E402
 from ui.benchmark_tab import build_benchmark_tab  # noqa: E402
 from ui.generate_tab import build_generate_tab  # noqa: E402
@@ -166,7 +168,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
 
     def list_benchmark_sets() -> list[str]:
         """The names of the benchmark's exemplar sets (the values of train's set_name)."""
-        return st.list_benchmark_sets(studio.benchmark_dir)
+        return benchmarks.list_benchmark_sets(studio.benchmark_dir)
 
     def page_owner(stored):
         """The page's owner token, kept in the browser so a reload still owns its training and finds its relations."""

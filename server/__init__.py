@@ -1,7 +1,15 @@
-"""The app's server side, beside ``ui/`` (the page) and ``app.py`` (the entry point): the per-visitor state and
-session (``studio``), what one click asks for (``forms``), trainings that belong to the server (``training_jobs``), the
-GPU work as ZeroGPU functions (``gpu_runner``), where the app runs (``hosting``), public mode's workspaces and
-quotas (``workspaces``), whose relations a request sees (``shelves``) and the report card's view (``card_view``).
+"""The app's server side, beside ``ui/`` (the page) and ``app.py`` (the entry point Spaces runs):
+
+- ``studio``: the per-visitor state and what each tab asks of it (the one object the handlers call);
+- ``forms``: what one click asks for (the Train click, the training, generation and scoring requests) and the Train
+  tab's bounds;
+- ``training_jobs``: trainings that belong to the server, one slot running them one after another;
+- ``training_view``: what a training shows (status, loss plot, previews, nearest words) and keeps for continuing;
+- ``gpu_runner``: the GPU work as ZeroGPU functions, with durations and the cap;
+- ``hosting``: where the app runs (ZeroGPU, a CUDA GPU, the CPU; Spaces and public mode), on the engine's runtime rule;
+- ``workspaces``: public mode's data folder, one workspace per visitor, the quotas;
+- ``shelves``: whose relations a request sees and may write, and which fit the base model;
+- ``card_view`` and ``benchmark_view``: what the report-card panel and the Benchmark tab show.
 
 It uses the engine, ``reversion_core``, which never imports it. Nothing here imports gradio.
 """

@@ -1,44 +1,54 @@
-"""The app's two forms as named values: what one Train click and one Generate click hold.
+"""What one click asks for, as named values: the Train click (``TrainForm``) and the requests the GPU runner carries
+out (``TrainingRequest``, ``GenerationRequest``, ``ScoreRequest``), with the bounds of the Train tab's numbers.
 
-Each field is named as the app's API parameter it fills, and its default is what the widget shows, read from
-:class:`~reversion_core.settings.InversionSettings` and the settings module's constants. A form is built once per click
-(``from_values`` drops the values an API caller left out), checked against :data:`TRAIN_BOUNDS`, and turned into the
-library's own values: ``TrainForm.settings()`` and ``GenerateForm.request()``. Nothing here imports gradio or torch.
+Inside the code a value has the name of what it sets: ``InversionSettings``' field names (diffusers' and the CLI's)
+and ``RelationGenerator.generate``'s parameter names. Only the app's API keeps the shorter names its clients already
+call (``API_NAMES``; ``ui/wiring.py`` translates at the door). A click's numbers are checked once, against
+``TRAIN_BOUNDS`` (the widgets read their bounds from it too), the settings are built once (they check themselves),
+and the request then travels unchanged from the click to the loop. Nothing here imports gradio or torch.
 """
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from reversion_core.errors import ReVersionError
+from reversion_core.exemplars import ExemplarSet
+from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
 from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, MAX_SEED, InversionSettings
 
 PAPER = InversionSettings()
 APP_TRAIN_STEPS = 200  # the paper trains 3000 steps on SD 1.5; the embedded model learns a relation in a few hundred
 APP_PREVIEW_EVERY = 50  # the engine previews never by default; the Train tab shows progress every 50 steps
-MAX_TRAIN_STEPS = 100_000  # the most steps one run (or one continuation) may ask for
+MAX_TRAIN_STEPS = 3000  # the most steps one run (or one continuation) may ask for: the paper's whole schedule
+MAX_PREVIEW_EVERY = 500
 SOURCES = ("Benchmark set", "Upload")
 MODES = ("Entities", "Free prompt")
-# The Train tab's numeric fields: (label, lowest, highest); the widgets and TrainForm.settings() both read them.
+# The Train tab's numbers, by the setting each sets: (label, lowest, highest). The widgets and TrainForm read them.
 TRAIN_BOUNDS = {
-    "steps": ("Steps", 1, MAX_TRAIN_STEPS),
+    "max_train_steps": ("Steps", 1, MAX_TRAIN_STEPS),
     "learning_rate": ("Learning rate", 1e-7, 0.1),
-    "batch_size": ("Batch size", 1, 8),
+    "train_batch_size": ("Batch size", 1, 8),
     "seed": ("Seed", 0, MAX_SEED),
     "lambda_steer": ("Steering weight", 0.0, 10.0),
     "alpha": ("Sampling alpha", 0.0, 1.0),
-    "positives": ("Positives per step", 1, 56),
+    "num_positives": ("Positives per step", 1, 56),
     "temperature": ("Temperature", 1e-3, 10.0),
-    "grad_accum": ("Gradient accumulation", 1, 8),
-    "preview_every": ("Preview every K steps", 0, MAX_TRAIN_STEPS),
+    "gradient_accumulation_steps": ("Gradient accumulation", 1, 8),
+    "preview_every": ("Preview every K steps", 0, MAX_PREVIEW_EVERY),
+}
+# The API parameters whose names differ from the values they fill (the names clients of /train and /generate call).
+API_NAMES = {
+    "max_train_steps": "steps", "train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+    "num_positives": "positives", "validation_prompt": "preview_prompt", "negative_prompt": "negative",
+    "guidance_scale": "guidance",
 }
 
 
-def bounded(field_name: str, value: Any, integer: bool = False) -> int | float:
+def bounded(name: str, value: Any, integer: bool = False) -> int | float:
     """A Train tab value checked against :data:`TRAIN_BOUNDS` (finite, in range, whole where it must be)."""
-    label, low, high = TRAIN_BOUNDS[field_name]
+    label, low, high = TRAIN_BOUNDS[name]
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -61,25 +71,26 @@ class _Form:
 
 @dataclass(frozen=True)
 class TrainForm(_Form):
-    """One Train click: where the exemplars come from, the relation's name, and the method's settings."""
+    """One Train click: where the exemplars come from, the relation's name, and the method's settings, each named as
+    the ``InversionSettings`` field it sets."""
 
     source: str = SOURCES[0]  # "Benchmark set" (set_name) or "Upload" (files and captions)
     set_name: str = ""
     name: str = ""
     overwrite: bool = False
-    steps: int = APP_TRAIN_STEPS
+    max_train_steps: int = APP_TRAIN_STEPS
     learning_rate: float = PAPER.learning_rate
-    batch_size: int = PAPER.train_batch_size
+    train_batch_size: int = PAPER.train_batch_size
     seed: int = PAPER.seed
     steering: bool = True
     lambda_steer: float = PAPER.lambda_steer
     importance_sampling: bool = PAPER.importance_sampling
     alpha: float = PAPER.alpha
-    positives: int = PAPER.num_positives
+    num_positives: int = PAPER.num_positives
     temperature: float = PAPER.temperature
-    grad_accum: int = PAPER.gradient_accumulation_steps
+    gradient_accumulation_steps: int = PAPER.gradient_accumulation_steps
     preview_every: int = APP_PREVIEW_EVERY
-    preview_prompt: str = PAPER.validation_prompt
+    validation_prompt: str = PAPER.validation_prompt
     files: tuple[str, ...] = field(default=())
     captions: str = ""
 
@@ -87,52 +98,70 @@ class TrainForm(_Form):
     def from_benchmark(self) -> bool:
         return self.source != SOURCES[1]
 
-    def settings(self) -> InversionSettings:
-        """The run's settings (steering off means lambda_steer = 0); an out-of-range value is refused in one sentence."""
-        return replace(
-            PAPER,
-            max_train_steps=bounded("steps", self.steps, True), learning_rate=bounded("learning_rate", self.learning_rate),
-            train_batch_size=bounded("batch_size", self.batch_size, True), seed=bounded("seed", self.seed, True),
-            lambda_steer=bounded("lambda_steer", self.lambda_steer) if self.steering else 0.0,
-            importance_sampling=bool(self.importance_sampling), alpha=bounded("alpha", self.alpha),
-            num_positives=bounded("positives", self.positives, True), temperature=bounded("temperature", self.temperature),
-            gradient_accumulation_steps=bounded("grad_accum", self.grad_accum, True),
-            preview_every=bounded("preview_every", self.preview_every, True),
-            validation_prompt=self.preview_prompt or PAPER.validation_prompt,
+    def settings(self, attention: str, mixed_precision: str) -> InversionSettings:
+        """The run's settings, built once, in the app's attention and precision (its trainings share the models it
+        loaded); steering off means lambda_steer = 0; an out-of-range number is refused in one sentence."""
+        whole = {"max_train_steps", "train_batch_size", "seed", "num_positives", "gradient_accumulation_steps", "preview_every"}
+        numbers = {name: bounded(name, getattr(self, name), name in whole) for name in TRAIN_BOUNDS}
+        if not self.steering:
+            numbers["lambda_steer"] = 0.0
+        return InversionSettings(
+            **numbers, importance_sampling=bool(self.importance_sampling),
+            validation_prompt=self.validation_prompt or PAPER.validation_prompt, attention=attention,
+            mixed_precision=mixed_precision,
         )
 
 
-@dataclass(frozen=True)
-class GenerateForm(_Form):
-    """One Generate click: a relation with two entities (mode "Entities") or a free prompt with <R>."""
+@dataclass
+class TrainingRequest:
+    """One training, from the click to the loop: built once by the studio, carried unchanged through the queue and
+    the GPU runner to :class:`~reversion_core.inversion.Inversion` (on ZeroGPU, pickled into the GPU worker)."""
 
-    relation: str = ""
+    exemplars: ExemplarSet
+    name: str
+    settings: InversionSettings
+    relations_dir: str  # where the relation is saved
+    runs_dir: str | None = None  # when set, the last step's checkpoint is kept in runs_dir/<saved name>, for continuing
+    overwrite: bool = False
+    stop_file: str | None = None  # created by gpu_runner.request_stop(); the run then stops after its current step
+    resume_from: str | None = None  # a checkpoint to go on from (its optimizer state and random stream)
+    start_step: int = 0  # the checkpoint's step: the steps to run are the settings' less these
+    losses: list[dict[str, Any]] = field(default_factory=list)  # the loss plot's rows so far, when continuing
+    incoming: int = 0  # bytes of uploaded exemplars the run keeps (public mode's disk quota)
+
+    @property
+    def steps(self) -> int:
+        """The optimizer steps this request runs."""
+        return self.settings.max_train_steps - self.start_step
+
+
+@dataclass(frozen=True)
+class GenerationRequest(_Form):
+    """One Generate click: a relation with two entities (mode "Entities") or a free prompt with <R> (mode "Free
+    prompt"); every other value is ``RelationGenerator.generate``'s parameter of the same name."""
+
+    relation: str = ""  # the relation's name (the studio hands the runner its folder)
     mode: str = MODES[0]
     entity_a: str = ""
     entity_b: str = ""
     prompt: str = ""
     suffix: str = ""
-    negative: str = ""
+    negative_prompt: str = ""
     num_images: int = 4
     steps: int = DEFAULT_INFERENCE_STEPS
-    guidance: float = DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     seed: int = 0
 
     @property
     def free(self) -> bool:
         return self.mode == MODES[1]
 
-    def request(self, relation_path: str | os.PathLike | None):
-        """The GenerationRequest for ``relation_path`` (the chosen relation's folder, None for a free prompt)."""
-        from .gpu_runner import GenerationRequest
 
-        if self.free and not self.prompt.strip():
-            raise ReVersionError("Write a prompt containing <R>, such as 'rabbit <R> carrot'.")
-        if relation_path is None and not (self.free and self.prompt.strip()):
-            raise ReVersionError("Choose a relation, or write a free prompt.")
-        return GenerationRequest(
-            relation=str(relation_path) if relation_path is not None else None, entity_a=self.entity_a,
-            entity_b=self.entity_b, prompt=self.prompt if self.free else None, suffix=self.suffix,
-            negative_prompt=self.negative or None, num_images=int(self.num_images), steps=int(self.steps),
-            guidance_scale=float(self.guidance), seed=int(self.seed),
-        )
+@dataclass
+class ScoreRequest:
+    """One "Score this relation" click: the relation's folder and how many held-out entity pairs to score it on."""
+
+    relation: str
+    pairs: int
+    steps: int = CARD_STEPS
+    reference: bool = True  # also generate with the relation's own phrase (doubles the images)

@@ -3,16 +3,15 @@
 What runs there (base model, device, precision, attention) is the engine's one rule,
 :func:`reversion_core.runtime.choose_runtime`, the same as the CLI's; this module adds only what is about hosting:
 ZeroGPU (a GPU lent to decorated functions, so nothing here may touch CUDA), Spaces and public mode, and the line the
-page shows. It also says which relations fit the base model the app runs.
+page shows.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
-from reversion_core.base_model import base_model_label, same_base_model
-from reversion_core.relation_file import RelationPrompt
+from reversion_core.base_model import base_model_label
 from reversion_core.runtime import ATTENTION_LABELS, PRECISION_LABELS, Runtime, choose_runtime
 
 ZERO_GPU_VARIABLE = "SPACES_ZERO_GPU"  # the switch the `spaces` package reads (spaces/config.py, Settings.zero_gpu)
@@ -108,38 +107,3 @@ def _cuda_name() -> str | None:
         return torch.cuda.get_device_name(0)
     except Exception:  # a name is only decoration for the page
         return None
-
-
-# ----------------------------------------------------------------------------------------------- relations
-@dataclass(frozen=True)
-class UnusableRelation:
-    """A relation made for another base model, with the sentence that says why it cannot be used here."""
-
-    relation: RelationPrompt
-    reason: str
-
-
-def split_relations(
-    relations: Iterable[RelationPrompt], base_model_id: str
-) -> tuple[list[RelationPrompt], list[UnusableRelation]]:
-    """Relations usable with the base model ``base_model_id`` and, apart, those that are not, each with its reason.
-
-    ``relations`` is what ``relation_file.list_relations(folder)`` returns without a base-model filter.
-    """
-    usable, unusable = [], []
-    here = base_model_label(base_model_id)
-    for relation in relations:
-        theirs = relation.base_model_id
-        if same_base_model(theirs, base_model_id):
-            usable.append(relation)
-        elif not theirs:
-            unusable.append(UnusableRelation(relation, (
-                f"Relation {relation.name!r} does not record which base model it was learned on, so it cannot be "
-                f"used with the {here} this app runs; import its file through the app to attach a base model."
-            )))
-        else:
-            unusable.append(UnusableRelation(relation, (
-                f"Relation {relation.name!r} was learned on the {base_model_label(theirs)} ({theirs}) and this app runs "
-                f"the {here} ({base_model_id}); a relation prompt only works with the base model it was learned on."
-            )))
-    return usable, unusable

@@ -1,96 +1,46 @@
-"""The Gradio app's session state and streaming: the base model and its GPU runner, whose shelf of relations a
-request sees (one shared folder, or in public mode each visitor's workspace), trainings started, continued, followed
-and turned from the engine's events into the Train tab's updates (the threads that run them are in
-``training_jobs``), and benchmark browsing.
+"""The app's per-visitor state and what each tab asks of it: one base model, loaded once and lent through a GPU
+runner; whose relations a request sees (a shelf: one shared folder, or in public mode each visitor's workspace);
+generation, import and download; trainings built from a click, started, continued and followed (their threads are in
+``training_jobs``, what they show in ``training_view``); and report cards.
 
-Nothing here imports gradio; ``app.py`` maps these plain values onto components. Heavy modules (torch, diffusers)
-are imported on first use so the app serves its first page before they load. Slightly over 400 lines: the
-training's start, continue, follow and stop paths share the job and shelf state kept here.
+Methods take and return plain values; ``ui/`` maps them onto components, and nothing here imports gradio. Heavy
+modules (diffusers, transformers) are imported on first use, so the app serves its first page before they load.
 """
 from __future__ import annotations
 
-import json
-import logging
+import math
 import os
 import tempfile
 import threading
-import time
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from PIL import Image
 
-from reversion_core import benchmarks
-from reversion_core.benchmarks import DEFAULT_BENCHMARK_DIR, list_benchmark_sets, split_template  # noqa: F401  (the app's too)
+from reversion_core import run_files
+from reversion_core.benchmarks import DEFAULT_BENCHMARK_DIR
 from reversion_core.errors import ReVersionError
-from reversion_core.exemplars import ExemplarSet, load_exemplars
+from reversion_core.exemplars import ExemplarSet, exemplars_from_files, load_exemplars
 from reversion_core.quiet import quiet_libraries
-from .forms import MAX_TRAIN_STEPS, GenerateForm
-from .hosting import HostedRuntime, UnusableRelation, split_relations
 from reversion_core.relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
 from reversion_core.relation_zip import export_relation_zip, import_relation_files
+from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS
+from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, checkpoints, read_checkpoint
 from reversion_core.settings import InversionSettings
-from reversion_core import run_files
-from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, checkpoints, read_checkpoint, save_exemplars
-from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, clock, loss_rows, read_losses, write_atomic
-from .shelves import SharedShelf, VisitorShelf
+
+from .benchmark_view import load_benchmark_set, upscale
+from .card_view import CardView, is_read_only, save_and_view
+from .forms import MAX_TRAIN_STEPS, GenerationRequest, ScoreRequest, TrainForm, TrainingRequest
+from .hosting import HostedRuntime
+from .shelves import Shelf, SharedShelf, UnusableRelation, VisitorShelf, split_relations
+from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate
+from .training_view import read_losses, run_training
 from .workspaces import Workspaces
 
 APP_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RELATIONS_DIR = APP_DIR / "relations"
-DISPLAY_SIZE = 256  # the embedded model draws 32x32 images; show them this big, pixels kept sharp
-BENCHMARK_THUMB = 256  # exemplar images of a foreign benchmark can be large; the gallery needs no more
-UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
-LEVEL_NAMES = {1: "1 (entities)", 2: "2 (+ colours)", 3: "3 (+ patterns, background)"}
-Shelf = SharedShelf | VisitorShelf
-log = logging.getLogger(__name__)
-
-
-def upscale(image: Image.Image, size: int = DISPLAY_SIZE) -> Image.Image:
-    """Enlarge a small image to about ``size`` pixels with nearest-neighbour, so 32 px images stay crisp."""
-    factor = max(1, size // max(image.size))
-    if factor == 1:
-        return image
-    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-
-
-# ----------------------------------------------------------------------------------------------- benchmark
-def load_benchmark_set(benchmark_dir: str | os.PathLike, name: str) -> ExemplarSet:
-    """One exemplar set of the benchmark, its images no larger than the app shows or trains on."""
-    return benchmarks.load_benchmark_set(benchmark_dir, name, max_side=BENCHMARK_THUMB)
-
-
-@dataclass
-class BenchmarkView:
-    """What the Benchmark tab shows for one exemplar set."""
-
-    name: str
-    gallery: list[tuple[Image.Image, str]]
-    captions: list[list[str]]  # rows: image, level, caption
-    description: str  # markdown
-    templates: list[str]
-
-
-def benchmark_view(benchmark_dir: str | os.PathLike, name: str) -> BenchmarkView:
-    """The gallery (each image with its captions), the caption table, the description and the templates of a set."""
-    exemplars = load_benchmark_set(benchmark_dir, name)
-    gallery, rows = [], []
-    for e in exemplars.exemplars:
-        gallery.append((upscale(e.image), "\n".join(e.captions)))
-        for level, text in enumerate(e.captions, start=1):
-            rows.append([e.name, LEVEL_NAMES.get(level, str(level)) if len(e.captions) == 3 else str(level), text])
-    meta = exemplars.relation or {}
-    lines = [f"### {meta.get('phrase') or exemplars.name}"]
-    if meta.get("description"):
-        lines.append(meta["description"])
-    if meta.get("nuisance_text"):
-        lines.append(f"Every exemplar also shares a **{meta['nuisance_text']}** that the relation does not need; a good "
-                     "relation prompt leaves it out.")
-    lines.append(f"{len(exemplars)} exemplar images, {len(rows)} captions, {len(exemplars.templates or [])} inference templates.")
-    return BenchmarkView(exemplars.name, gallery, rows, "\n\n".join(lines), list(exemplars.templates or []))
 
 
 # ----------------------------------------------------------------------------------------------- the studio
@@ -115,6 +65,7 @@ class Studio:
     ) -> None:
         if runtime is None:  # a library caller: the given base model (default: the runtime's rule), not public
             from reversion_core.runtime import resolve_source
+
             from .hosting import pick_runtime
 
             runtime = pick_runtime({}, base_model=resolve_source(base_model, device), device=device, attention=attention, public=False)
@@ -259,37 +210,67 @@ class Studio:
         )
 
     # ------------------------------------------------------------------------------------------- generation
-    def generate(self, form: GenerateForm, shelf: Shelf | None = None) -> tuple[list[tuple[Image.Image, str]], str]:
+    def generate(self, request: GenerationRequest, shelf: Shelf | None = None) -> tuple[list[tuple[Image.Image, str]], str]:
         """Images (upscaled) with their seeds as captions, and the prompt that made them."""
-        relation = self.relation(form.relation, shelf) if form.relation else None
-        request = form.request(relation.path if relation is not None else None)
-        result = self.runner().generate(request)
+        relation = self.relation(request.relation, shelf) if request.relation else None
+        if request.free and not request.prompt.strip():
+            raise ReVersionError("Write a prompt containing <R>, such as 'rabbit <R> carrot'.")
+        if relation is None and not request.free:
+            raise ReVersionError("Choose a relation, or write a free prompt.")
+        result = self.runner().generate(request, str(relation.path) if relation is not None else None)
         return [(upscale(im), f"seed {s}") for im, s in zip(result.images, result.seeds)], result.prompt
 
     # ------------------------------------------------------------------------------------------- training
-    def check_training(self, name: str, settings: InversionSettings, overwrite: bool = False,
-                       shelf: Shelf | None = None, incoming: int = 0) -> None:
-        """Everything a training is refused for before it starts: the name, the quotas (``incoming`` bytes of exemplars
-        it will keep), the visitor's one training place and the GPU time cap."""
+    def training_request(self, form: TrainForm, shelf: Shelf | None = None) -> TrainingRequest:
+        """The training a Train click asks for, built once, and checked for everything it could be refused for."""
         shelf = shelf or self.shared
-        shelf.check_new(name, overwrite, incoming)
-        shelf.check_steps(settings.max_train_steps)
+        # 1. The exemplars: a benchmark set, or uploaded images with captions (their bytes count against the quota).
+        incoming = 0
+        if form.from_benchmark:
+            exemplars = load_benchmark_set(self.benchmark_dir, form.set_name)
+        else:
+            incoming = shelf.check_upload(form.files)
+            exemplars = exemplars_from_files(form.files, form.captions)
+        # 2. The name: the one given, else a free one after the benchmark set.
+        name = form.name.strip() or (shelf.free_name(form.set_name) if form.from_benchmark and form.set_name else "")
+        if not name:
+            raise ReVersionError("Give the relation a name, such as 'painted_on'.")
+        name = check_name(name)
+        # 3. The settings, in this runtime's attention and precision (its trainings share the models it loaded).
+        settings = form.settings(attention=self.runtime.attention, mixed_precision=self.runtime.precision)
+        # 4. The request, then the quotas, the visitor's one training place and the GPU time cap.
+        request = self.new_training(exemplars, name, settings, shelf, overwrite=form.overwrite, incoming=incoming)
+        self.check_training(request, shelf)
+        return request
+
+    def new_training(self, exemplars: ExemplarSet, name: str, settings: InversionSettings, shelf: Shelf | None = None,
+                     **options) -> TrainingRequest:
+        """A training of ``exemplars`` into the shelf's relation ``name``: saved in the shelf's folder, its checkpoint
+        kept in the shelf's run folder, stopped through a file of its own. ``options`` are TrainingRequest's."""
+        shelf = shelf or self.shared
+        return TrainingRequest(exemplars, name, settings, str(shelf.relations_dir), str(shelf.runs_dir),
+                               stop_file=str(self.temp_dir / "stop" / uuid.uuid4().hex), **options)
+
+    def check_training(self, request: TrainingRequest, shelf: Shelf | None = None) -> None:
+        """Everything a new training is refused for before it starts: the name, the quotas (the exemplar bytes it
+        keeps), the visitor's one training place and the GPU time cap."""
+        shelf = shelf or self.shared
+        shelf.check_new(request.name, request.overwrite, request.incoming)
+        shelf.check_steps(request.steps)
         with shelf.training():  # refused now, not after the page was told it starts
             pass
         if self.cap_s is not None:
-            self.runner().check_training(settings)
+            self.runner().check_training(request)
 
-    def train(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-              overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> Iterator[TrainUpdate]:
-        """Start a training on the server and follow it; the last update names the saved relation."""
-        yield from self.start_training(owner, exemplars, name, settings, overwrite, shelf, incoming).updates()
-
-    def start_training(self, owner: str | None, exemplars: ExemplarSet, name: str, settings: InversionSettings,
-                       overwrite: bool = False, shelf: Shelf | None = None, incoming: int = 0) -> TrainingJob:
+    def start_training(self, owner: str | None, request: TrainingRequest, shelf: Shelf | None = None) -> TrainingJob:
         """Queue a training of a new relation; it runs in a server thread until it ends, page or no page."""
         shelf = shelf or self.shared
-        self.check_training(name, settings, overwrite, shelf, incoming)
-        return self._submit(owner, shelf, name, exemplars, settings, overwrite)
+        self.check_training(request, shelf)  # again: quotas may have filled since the click was checked
+        return self._submit(owner, request, shelf)
+
+    def train(self, owner: str | None, request: TrainingRequest, shelf: Shelf | None = None) -> Iterator[TrainUpdate]:
+        """Start a training on the server and follow it; the last update names the saved relation."""
+        yield from self.start_training(owner, request, shelf).updates()
 
     def continuable(self, shelf: Shelf | None = None) -> list[str]:
         """Relations that can be trained further: the shelf's own whose last run left its checkpoint."""
@@ -300,6 +281,7 @@ class Studio:
         """Queue ``more_steps`` further steps of a relation trained here, from its last checkpoint: the same optimizer
         state and random stream, so the result is the one a longer run would have given."""
         shelf = shelf or self.shared
+        # 1. The relation, its run folder and its last checkpoint, which must be where the relation is.
         relation = self.relation(name, shelf)
         if not 1 <= int(more_steps) <= MAX_TRAIN_STEPS:
             raise ReVersionError(f"Train between 1 and {MAX_TRAIN_STEPS} more steps, not {more_steps}.")
@@ -308,16 +290,25 @@ class Studio:
         if relation.path.name not in shelf.own_names() or not kept or not (run / EXEMPLARS_DIR).is_dir():
             raise ReVersionError(f"Relation {name!r} has no checkpoint to continue from; only relations trained in this app can be continued.")
         state = read_checkpoint(kept[-1])
-        if state["step"] != relation.card.get("steps"):
+        step = int(state["step"])
+        if step != relation.card.get("steps"):
             raise ReVersionError(
-                f"Relation {name!r} is at step {relation.card.get('steps')} but its checkpoint is at step {state['step']}; it cannot be continued."
+                f"Relation {name!r} is at step {relation.card.get('steps')} but its checkpoint is at step {step}; it cannot be continued."
             )
-        settings = replace(InversionSettings.from_dict(state["settings"]), max_train_steps=int(state["step"]) + int(more_steps))
-        shelf.check_steps(int(more_steps))
+        # 2. The checkpoint's settings, further, in this runtime's attention and precision; its kept exemplars and plot.
+        settings = InversionSettings.from_dict({
+            **state["settings"], "max_train_steps": step + int(more_steps), "attention": self.runtime.attention,
+            "mixed_precision": self.runtime.precision,
+        })
+        request = self.new_training(
+            load_exemplars(run / EXEMPLARS_DIR, settings.placeholder_token), relation.path.name, settings, shelf,
+            overwrite=True, resume_from=str(kept[-1]), start_step=step, losses=read_losses(run / LOSSES_FILE),
+        )
+        # 3. The visitor's steps limit and the GPU time cap, for the steps still to run.
+        shelf.check_steps(request.steps)
         if self.cap_s is not None:
-            self.runner().check_training(replace(settings, max_train_steps=int(more_steps)))
-        exemplars = load_exemplars(run / EXEMPLARS_DIR, settings.placeholder_token)
-        return self._submit(owner, shelf, relation.path.name, exemplars, settings, True, kept[-1], read_losses(run / LOSSES_FILE))
+            self.runner().check_training(request)
+        return self._submit(owner, request, shelf)
 
     def follow(self, owner: str | None) -> Iterator[TrainUpdate]:
         """The updates of ``owner``'s running or waiting training, if any (a reloaded page picks it up again)."""
@@ -325,88 +316,35 @@ class Studio:
         if job is not None:
             yield from job.updates()
 
-    def _submit(self, owner, shelf: Shelf, name: str, exemplars: ExemplarSet, settings: InversionSettings,
-                overwrite: bool, resume_from: Path | None = None, rows: list | None = None) -> TrainingJob:
-        from .gpu_runner import TrainingRequest, request_stop
+    def _submit(self, owner: str | None, request: TrainingRequest, shelf: Shelf) -> TrainingJob:
+        from .gpu_runner import request_stop
 
         hold = ExitStack()
         hold.enter_context(shelf.training())  # public mode: one training per visitor, running or queued
-        stop_file = self.temp_dir / "stop" / uuid.uuid4().hex
-        request = TrainingRequest(exemplars, name, replace(settings, attention=self.runtime.attention),
-                                  str(shelf.relations_dir), overwrite, str(stop_file),
-                                  str(resume_from) if resume_from else None, str(shelf.runs_dir))
-        job = TrainingJob(owner, name, rows)
+        stop_file = Path(request.stop_file)
+        job = TrainingJob(owner, request.name, request.losses)
         job.on_stop.append(lambda: request_stop(stop_file))
         job.on_done += [hold.close, lambda: stop_file.unlink(missing_ok=True)]
-        return self.slot.submit(job, lambda job: self._run_training(job, request, shelf))
+        return self.slot.submit(job, lambda job: run_training(job, self.runner(), request))
 
-    def _run_training(self, job: TrainingJob, request, shelf: Shelf) -> None:
-        """The body of a training thread: the runner's events turned into the job's updates."""
-        from reversion_core.inversion import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
-        from .gpu_runner import NearestWords, TrainingReady
+    # ------------------------------------------------------------------------------------------- report cards
+    def score_relation(self, name: str, pairs: int = DEFAULT_PAIRS, shelf: Shelf | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> CardView:
+        """Score the shelf's relation ``name`` on ``pairs`` held-out entity pairs through the GPU runner (progress as
+        images are made), save the card where the caller may write, and return its view."""
+        from .gpu_runner import ScoreProgress
 
-        runner = self.runner()
-        name = job.name
-        rows = list(job.latest().losses)
-        previews: list[tuple[Image.Image, str]] = []
-        nearest: dict[str, float] = {}
-        start_step, last_ui, kept, final = 0, 0.0, None, None
-        for event in runner.train(request):
-            if isinstance(event, TrainingReady):
-                start_step, job.running = event.start_step, True
-                job.publish(TrainUpdate(f"Training **{name}**: step {start_step} of {event.total_steps}.", list(rows)))
-            elif isinstance(event, NearestWords):
-                nearest = dict(event.words)
-            elif isinstance(event, StepEvent):
-                rows += loss_rows(event.step, event.loss, event.denoise_loss, event.steer_loss)
-                now = time.monotonic()
-                if now - last_ui < UPDATE_EVERY_S and event.step < event.total_steps:
-                    continue
-                last_ui = now
-                rate = (event.step - start_step) / event.elapsed if event.elapsed > 0 else 0.0
-                status = (f"Training **{name}**: step {event.step} of {event.total_steps} · {rate:.2f} steps/s · "
-                          f"elapsed {clock(event.elapsed)} · about {clock(event.eta)} left · loss {event.loss:.4f}")
-                job.publish(TrainUpdate(status, list(rows), previews, nearest))
-            elif isinstance(event, PreviewEvent):
-                previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
-                job.publish(TrainUpdate(f"Training **{name}**: preview at step {event.step}.", list(rows), previews, nearest))
-            elif isinstance(event, CheckpointEvent):
-                kept = event
-            elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
-                final = self._end(job.name, event, rows, previews, request, shelf, kept)
-        if final is not None:  # the runner's last NearestWords comes after the end event
-            job.publish(replace(final, nearest=nearest), done=True)
-
-    def _end(self, name: str, event, rows, previews, request, shelf: Shelf, kept) -> TrainUpdate:
-        """The last update of a run from its end event; a finished or stopped run keeps what continuing it needs."""
-        from reversion_core.inversion import FailedEvent, FinishedEvent
-
-        # a relation saved elsewhere than the shelf's folder (its fallback when that failed) is not listed
-        listed = event.path is not None and event.path.parent.resolve() == shelf.relations_dir.resolve()
-        saved = event.path.name if listed else None
-        if isinstance(event, FailedEvent):
-            where = f" It was saved as **{saved}**." if saved else ""
-            status = f"Failed at step {event.step}. {event.message}{where}"
-            return TrainUpdate(status, rows, previews, {}, saved, warning=status)
-        if saved is not None and kept is not None:
-            self._save_run(shelf.runs_dir / saved, request.exemplars, rows)
-        verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
-        took = f"at step {event.step} in {clock(event.elapsed)}"
-        if event.message:
-            status = f"{verb} {took}. {event.message}"
-        elif saved is None:
-            status = f"{verb} {took}; the relation could not be saved."
-        elif saved != name:
-            status = f"{verb} {took}; saved as **{saved}** (the existing **{name}** was kept), ready in the Generate tab."
-        else:
-            status = f"{verb} {took}; relation **{saved}** is saved and ready in the Generate tab."
-        return TrainUpdate(status, rows, previews, {}, saved)
-
-    @staticmethod
-    def _save_run(run: Path, exemplars: ExemplarSet, rows: list) -> None:
-        """Keep what continuing a relation later needs beside its checkpoint: its exemplars and loss history."""
-        try:
-            save_exemplars(exemplars, run / EXEMPLARS_DIR)
-            write_atomic(run / LOSSES_FILE, json.dumps(rows))
-        except OSError as exc:  # the relation itself is saved; only continuing it later is lost
-            log.warning("could not keep the run of %s for continuing (%s)", run.name, exc)
+        shelf = shelf or self.shared
+        if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or not math.isfinite(pairs) or pairs != int(pairs):
+            raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
+        if not 1 <= int(pairs) <= MAX_PAIRS:
+            raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
+        relation = self.relation(name, shelf)  # refuses a relation of another base model in one sentence
+        card = None
+        for item in self.runner().score(ScoreRequest(str(relation.path), int(pairs))):
+            if isinstance(item, ScoreProgress):
+                if progress is not None:
+                    progress(item.done, item.total)
+            else:
+                card = item
+        return save_and_view(relation, card, save=not is_read_only(shelf, relation))

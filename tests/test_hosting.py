@@ -5,7 +5,8 @@ from spaces.config import Settings  # imported at collection, before any test se
 
 from reversion_core.runtime import DEFAULT_BASE_MODEL, SD15_HUB_ID
 from reversion_core.errors import ReVersionError
-from server.hosting import env_flag, pick_runtime, public_mode, split_relations
+from server.hosting import env_flag, pick_runtime, public_mode
+from server.shelves import split_relations
 from reversion_core.relation_file import RelationPrompt
 
 ZERO = {"SPACES_ZERO_GPU": "true", "SPACE_ID": "someone/reversion"}
