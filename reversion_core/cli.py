@@ -99,9 +99,9 @@ def _train(args: argparse.Namespace) -> int:
         raise ReVersionError("Give the exemplar folder to learn from.")
     score_pairs = _score_pairs(args)  # checked before the training, which may take long
     checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
-    base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
+    # the flags given, over the checkpoint's settings (on --resume) or the paper's defaults; built (and checked) once
     overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
-    settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
+    settings = InversionSettings.from_dict({**(checkpoint["settings"] if checkpoint else {}), **overrides})
     options = dict(
         base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
         checkpoint_dir=args.checkpoint_dir, device=args.device,
