@@ -236,3 +236,10 @@ def test_a_blurred_pointed_shape_is_not_read_as_a_circle(shape, sigma, sizes):
         yy, xx = np.meshgrid(ys, ys, indexing="ij")
         coverage = shape_mask(shape, centre, centre + 0.4, size, yy, xx).reshape(32, 4, 32, 4).mean(axis=(1, 3))
         assert classify_shape(ndimage.gaussian_filter(coverage, sigma)) == shape, size
+
+
+def test_every_relation_has_its_own_named_test_in_the_scorers_table():
+    from reversion_core.world.scorer import RELATION_TESTS
+
+    assert sorted(RELATION_TESTS) == sorted(RELATION_NAMES)
+    assert [test.__name__ for test in RELATION_TESTS.values()] == [f"_{name}" for name in RELATION_TESTS]
