@@ -1,10 +1,11 @@
 """Relation inversion: learn one token embedding <R> from a few exemplar images (ReVersion, sections 4.2-4.3).
 
-Read top to bottom: the <R> parameter, how a run is built (``Inversion.__init__`` names each step; the work done
+Read top to bottom: how a run is built (``Inversion.__init__`` names each step; the work done
 once is in :mod:`reversion_core.precompute`), ``Inversion.run`` (the loop), then how a run ends and is saved.
-Only the <R> row changes. The embedding table stays frozen; a separate parameter is spliced into the token
-embeddings wherever <R> appears (a forward hook) and written into the table when the run ends, so every other
-row and every weight of the UNet, VAE and text encoder stay bit-identical.
+Only the <R> row changes. The embedding table stays frozen; a separate parameter
+(:class:`~reversion_core.relation_vector.RelationVector`) is spliced into the token embeddings wherever <R> appears
+and written into the table when the run ends, so every other row and every weight of the UNet, VAE and text encoder
+stay bit-identical.
 
 Three ways to build a run: ``Inversion(exemplars, ..., base_model=source)`` loads the base model (or takes over a
 loaded pipeline: its tokenizer and text encoder gain the placeholder); ``Inversion.from_components`` shares an
@@ -16,7 +17,7 @@ rows restored after each step), for benchmarks and the test that holds this loop
 :mod:`reversion_core.reference_loop`: it overrides the few methods marked "(the reference loop overrides this)".
 
 Over 400 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
-that need none of it live beside it (events, precompute, run_files).
+that need none of it live beside it (relation_vector, events, precompute, previews, run_files).
 """
 from __future__ import annotations
 
@@ -37,37 +38,12 @@ from .events import (  # noqa: F401  (the events are part of this module's inter
 from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
-from .relation_file import RelationPrompt, check_name, recover_relations
-from .runtime import resolve_source, torch_dtype
-from .run_files import (
-    already_saved, check_resumable, check_writable, read_checkpoint, runs_dir, save_run_relation, write_checkpoint,
-)
+from .previews import preview_images, preview_pipeline, preview_prompt, strip
+from .relation_file import RelationPrompt, check_name
+from .relation_vector import RelationVector
+from .run_files import check_resumable, checkpoint_state, plan_run, read_checkpoint, save_run_relation, write_checkpoint
+from .runtime import check_precision, make_accelerator, pick_device, resolve_source, torch_dtype
 from .settings import InversionSettings
-
-
-# ----------------------------------------------------------------------------------------------- the <R> parameter
-class RelationVector(torch.nn.Module):
-    """The one trainable vector, spliced into token embeddings wherever the placeholder id appears."""
-
-    def __init__(self, init: torch.Tensor, placeholder_id: int) -> None:
-        super().__init__()
-        self.vector = torch.nn.Parameter(init.detach().float().clone())
-        self.placeholder_id = placeholder_id
-
-    def forward(self, input_ids: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
-        mask = (input_ids == self.placeholder_id).unsqueeze(-1)
-        return torch.where(mask, self.vector.to(token_embeds.dtype), token_embeds)
-
-
-def _make_accelerator(mixed_precision: str, cpu: bool):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    # In one long-lived single process (the app) each run may ask for another precision; accelerate keeps
-    # global state, so start it afresh. Under `accelerate launch` (WORLD_SIZE > 1) the launcher owns it.
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
 
 
 def _run_settings(settings: InversionSettings | None, checkpoint: dict | None, reference: bool) -> InversionSettings:
@@ -170,28 +146,16 @@ class Inversion:
             exemplars = load_exemplars(exemplars, s.placeholder_token)
         self.exemplars = with_token(exemplars, s.placeholder_token)
         self.name = check_name(name or (checkpoint["name"] if checkpoint else self.exemplars.name))
-        self.relations_dir = Path(relations_dir)
-        self.overwrite = overwrite
-        self.started_at = time.time()
-        recover_relations(self.relations_dir, self.name)  # a save of this name that a crash interrupted
-        self._saved_path = already_saved(self.relations_dir, self.name, checkpoint, s) if checkpoint else None
-        if (self.relations_dir / self.name).exists() and not overwrite and self._saved_path is None:
-            raise ReVersionError(f"{self.relations_dir / self.name} already holds a relation; choose another name or allow overwriting.")
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else runs_dir(self.relations_dir) / self.name
-        check_writable(self.relations_dir, "Relations folder")
-        if s.checkpoint_every:
-            check_writable(self.checkpoint_dir, "Checkpoint folder")
+        self.relations_dir, self.overwrite, self.started_at = Path(relations_dir), overwrite, time.time()
+        self.checkpoint_dir, self._saved_path = plan_run(self.relations_dir, self.name, checkpoint, s, overwrite, checkpoint_dir)
         self._stop_requested = False
 
     def _start_accelerator(self, device: str | None) -> None:
-        """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync."""
+        """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync; the device
+        and what it can run follow the runtime's rule (:mod:`reversion_core.runtime`)."""
         mixed_precision = self.precision(self.settings)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use the CPU.")
-        use_cpu = device == "cpu" or not torch.cuda.is_available()
-        if use_cpu and mixed_precision == "fp16":
-            raise ReVersionError("Mixed precision fp16 needs a GPU; use 'no' (or 'bf16') on CPU.")
-        self.accelerator = _make_accelerator(mixed_precision, use_cpu)
+        on_gpu = pick_device(device).type == "cuda"
+        self.accelerator = make_accelerator(check_precision(mixed_precision, on_gpu), cpu=not on_gpu)
         self.device = self.accelerator.device
         self.weight_dtype = torch_dtype(mixed_precision)
 
@@ -242,7 +206,7 @@ class Inversion:
         table = self.text_encoder.get_input_embeddings()
         self.relation = RelationVector(table.weight[init_id].detach().float(), self.placeholder_id).to(self.device)
         self.relation_ddp, self.optimizer = self.accelerator.prepare(self.relation, self._adamw([self.relation.vector]))
-        self._hook = table.register_forward_hook(self._splice)
+        self._hook = self.relation.splice_into(table, self.relation_ddp)
 
     def _adamw(self, params: list[torch.Tensor]) -> torch.optim.AdamW:
         s = self.settings
@@ -256,13 +220,6 @@ class Inversion:
         return s.gradient_accumulation_steps > 1 and (
             s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
         )
-
-    def _splice(self, module, args, output):
-        """Forward hook on the token embedding: put the current <R> wherever the placeholder id appears."""
-        relation = self.relation_ddp if torch.is_grad_enabled() else self.relation
-        # Accelerate returns a prepared module's outputs in fp32 under mixed precision; the text encoder's
-        # layers are in the run's dtype (CPU layer_norm refuses a mix), so hand back the table's dtype.
-        return relation(args[0], output).to(output.dtype)
 
     # ------------------------------------------------------------------------------------------- what a run shows
     @property
@@ -406,41 +363,20 @@ class Inversion:
     # ------------------------------------------------------------------------------------------- previews
     def preview_pipeline(self):
         """A DDIM StableDiffusionPipeline over the run's own components (it sees the current <R> through the hook)."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=DDIMScheduler.from_config(self.noise_scheduler.config), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return preview_pipeline(self.vae, self.text_encoder, self.tokenizer, self.unet, self.noise_scheduler.config)
 
     def _preview(self, step: int) -> PreviewEvent:
-        s = self.settings
-        prompt = s.validation_prompt.replace("<R>", s.placeholder_token).replace("{}", s.placeholder_token)
-        generators = [torch.Generator().manual_seed(s.seed + i) for i in range(s.preview_images)]
         with self.accelerator.autocast():
-            images = self.preview_pipeline()(
-                [prompt] * s.preview_images, num_inference_steps=s.preview_steps, generator=generators,
-                height=self.resolution, width=self.resolution,
-            ).images
-        self.last_preview = images
-        return PreviewEvent(step, prompt, images)
+            self.last_preview = preview_images(self.preview_pipeline(), self.settings, self.resolution)
+        return PreviewEvent(step, preview_prompt(self.settings), self.last_preview)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int) -> Path | None:
         """Write vector, optimizer state, step and RNG to ``checkpoint_dir/step-XXXXXX.pt`` (atomically)."""
         if not self.accelerator.is_main_process:
             return None
-        scaler = getattr(self.accelerator, "scaler", None)
-        state = {
-            "step": step, "name": self.name, "token": self.settings.placeholder_token,
-            "base_model": self.base_model_id, "settings": self.settings.to_dict(),
-            "vector": self.current_vector().detach().float().cpu(), "optimizer": self.optimizer.state_dict(),
-            "rng": self.generator.get_state(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "losses": dict(self.last_losses),
-        }
+        state = checkpoint_state(step, self.name, self.settings, self.base_model_id, self.current_vector(), self.optimizer,
+                                 self.generator, getattr(self.accelerator, "scaler", None), self.last_losses)
         return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
 
     def _restore(self, state: dict) -> None:
@@ -458,28 +394,15 @@ class Inversion:
     # ------------------------------------------------------------------------------------------- the end
     def _relation(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> RelationPrompt:
         s = self.settings
-        card = {
-            "base_model": self.base_model_id,
-            "base_model_source": self.base_model_source,
-            "steps": steps,
-            "status": status,
-            "settings": s.to_dict(),
-            "effective_learning_rate": s.effective_learning_rate(self.accelerator.num_processes),
-            "exemplar_captions": self.exemplars.captions_by_image,
-            "relation": self.exemplars.relation,
-            "final_losses": self.last_losses,
-            "pos_backend": self.pos_backend,
-            "negative_words": self.negative_words,
+        card = {  # what card.json records of the run (relation_file adds name, token, size and date)
+            "base_model": self.base_model_id, "base_model_source": self.base_model_source, "steps": steps, "status": status,
+            "settings": s.to_dict(), "effective_learning_rate": s.effective_learning_rate(self.accelerator.num_processes),
+            "exemplar_captions": self.exemplars.captions_by_image, "relation": self.exemplars.relation,
+            "final_losses": self.last_losses, "pos_backend": self.pos_backend, "negative_words": self.negative_words,
             **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
-            "resolution": self.resolution,
-            "elapsed_s": round(elapsed, 2),
+            "resolution": self.resolution, "elapsed_s": round(elapsed, 2),
         }
-        preview = None
-        if self.last_preview:
-            preview = Image.new("RGB", (sum(i.width for i in self.last_preview), self.last_preview[0].height))
-            for k, image in enumerate(self.last_preview):
-                preview.paste(image, (k * image.width, 0))
-        return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, preview)
+        return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, strip(self.last_preview))
 
     def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
         """Write <R> into the table (only its row changes), drop the hook and save the relation folder."""

@@ -24,7 +24,7 @@ import torch
 
 from .errors import ReVersionError
 from .exemplars import ExemplarSet
-from .relation_file import RelationPrompt, clean_leftovers, free_relation_name, load_relation, save_relation
+from .relation_file import RelationPrompt, clean_leftovers, free_relation_name, load_relation, recover_relations, save_relation
 from .settings import InversionSettings
 
 CHECKPOINT_FORMAT = "reversion-checkpoint/1"
@@ -85,6 +85,17 @@ def read_checkpoint(source: str | os.PathLike) -> dict:
     return state
 
 
+def checkpoint_state(step: int, name: str, settings: InversionSettings, base_model: str, vector: torch.Tensor, optimizer,
+                     rng: torch.Generator, scaler, losses: dict[str, float]) -> dict:
+    """What a checkpoint holds: <R>, the optimizer's state, the step and the random stream (and a mixed-precision
+    run's gradient scaler), with the run's name, token, base model, settings and last losses."""
+    return {
+        "step": step, "name": name, "token": settings.placeholder_token, "base_model": base_model,
+        "settings": settings.to_dict(), "vector": vector.detach().float().cpu(), "optimizer": optimizer.state_dict(),
+        "rng": rng.get_state(), "scaler": scaler.state_dict() if scaler is not None else None, "losses": dict(losses),
+    }
+
+
 def write_checkpoint(folder: Path, step: int, state: dict, started_at: float) -> Path:
     """Write ``state`` (with the format tag) to ``folder/step-XXXXXX.pt`` through a temporary file and a rename;
     temporary files that an earlier crash left (older than ``started_at``) are removed first."""
@@ -125,6 +136,23 @@ def already_saved(relations_dir: Path, name: str, state: dict, settings: Inversi
         return None
     same = saved.card.get("steps") == state["step"] and torch.equal(saved.vector, state["vector"].float().reshape(-1))
     return target if same else None
+
+
+def plan_run(relations_dir: Path, name: str, checkpoint: dict | None, settings: InversionSettings, overwrite: bool,
+             checkpoint_dir: str | os.PathLike | None = None) -> tuple[Path, Path | None]:
+    """Where a run writes, checked before any model is loaded: a save of ``name`` that a crash interrupted is
+    repaired, an existing relation is refused unless ``overwrite`` (or a resumed run already saved it), and the folders
+    must be writable. Returns the run folder for checkpoints (``runs/NAME`` by default) and the relation a resumed
+    run already saved (None)."""
+    recover_relations(relations_dir, name)
+    saved = already_saved(relations_dir, name, checkpoint, settings) if checkpoint else None
+    if (relations_dir / name).exists() and not overwrite and saved is None:
+        raise ReVersionError(f"{relations_dir / name} already holds a relation; choose another name or allow overwriting.")
+    run = Path(checkpoint_dir) if checkpoint_dir else runs_dir(relations_dir) / name
+    check_writable(relations_dir, "Relations folder")
+    if settings.checkpoint_every:
+        check_writable(run, "Checkpoint folder")
+    return run, saved
 
 
 def check_writable(folder: Path, what: str) -> None:

@@ -117,6 +117,18 @@ def check_attention(attention: str) -> str:
     return attention
 
 
+def make_accelerator(precision: str, cpu: bool):
+    """An ``accelerate.Accelerator`` in ``precision`` on the CPU or the GPU, for one training run."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # In one long-lived single process (the app) each run may ask for another precision; accelerate keeps
+    # global state, so start it afresh. Under `accelerate launch` (WORLD_SIZE > 1) the launcher owns it.
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(mixed_precision=precision, cpu=cpu)
+
+
 def xformers_usable() -> bool:
     """Whether xformers is installed and its attention kernel runs on this CUDA GPU (a broken build often imports fine)."""
     if importlib.util.find_spec("xformers") is None:

@@ -238,7 +238,7 @@ def test_existing_relation_folder_is_refused_before_any_step(exemplar_dir, tmp_p
 
 
 def test_fp16_on_cpu_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
-    with pytest.raises(ReVersionError, match="Mixed precision fp16 needs a GPU"):
+    with pytest.raises(ReVersionError, match=r"^Half precision \(fp16\) needs a GPU; use .no. or .bf16. on CPU\.$"):
         run(exemplar_dir, tmp_path, tiny_pipeline, mixed_precision="fp16")
 
 

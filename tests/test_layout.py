@@ -1,4 +1,5 @@
 """The code's layout: the engine a library user imports stands alone, and every module reads in one sitting."""
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,15 @@ def test_no_engine_module_imports_gradio_spaces_or_the_app_even_inside_a_functio
     found = [f"{p.relative_to(ROOT)}: {m.group(0).strip()}" for p in sorted((ROOT / "reversion_core").rglob("*.py"))
              for m in pattern.finditer(p.read_text())]
     assert found == []
+
+
+def modules():
+    return [ROOT / "app.py", *(p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py")))]
+
+
+def test_no_module_is_over_450_lines_and_one_over_400_says_why_in_its_opening_comment():
+    for path in modules():
+        lines = len(path.read_text().splitlines())
+        assert lines <= 450, f"{path.relative_to(ROOT)} has {lines} lines"
+        if lines > 400:
+            assert "over 400 lines" in (ast.get_docstring(ast.parse(path.read_text())) or "").lower(), path.relative_to(ROOT)

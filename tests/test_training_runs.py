@@ -52,14 +52,14 @@ def test_ctrl_c_during_a_step_ends_with_stopped_event_and_saves_the_last_finishe
 # ----------------------------------------------------------------------------------------------- mixed precision
 def with_grad_scaler(monkeypatch):
     """Runs get a real GradScaler (on CPU; the scale doubles every step) as accelerate gives fp16 runs on a GPU."""
-    make = inversion_module._make_accelerator
+    make = inversion_module.make_accelerator
 
-    def make_with_scaler(mixed_precision, cpu):
-        accelerator = make(mixed_precision, cpu)
+    def make_with_scaler(precision, cpu):
+        accelerator = make(precision, cpu)
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
         return accelerator
 
-    monkeypatch.setattr(inversion_module, "_make_accelerator", make_with_scaler)
+    monkeypatch.setattr(inversion_module, "make_accelerator", make_with_scaler)
 
 
 def test_gradient_scaler_state_is_checkpointed_and_restored_on_resume(exemplar_dir, tmp_path, tiny_model_dir, monkeypatch):
