@@ -1,7 +1,7 @@
 """The app's per-visitor state and what each tab asks of it: one base model, loaded once and lent through a GPU
 runner; whose relations a request sees (a shelf: one shared folder, or in public mode each visitor's workspace);
 generation, import and download; trainings built from a click, started, continued and followed (their threads are in
-``training_jobs``, what they show in ``training_view``); and report cards.
+``training_jobs``, their plot in ``training_view``); and report cards.
 
 Methods take and return plain values; ``ui/`` maps them onto components, and nothing here imports gradio. Heavy
 modules (diffusers, transformers) are imported on first use, so the app serves its first page before they load.
@@ -35,8 +35,8 @@ from .card_view import CardView, is_read_only, save_and_view
 from .forms import MAX_TRAIN_STEPS, GenerationRequest, ScoreRequest, TrainForm, TrainingRequest
 from .hosting import HostedRuntime
 from .shelves import Shelf, SharedShelf, UnusableRelation, VisitorShelf, split_relations
-from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate
-from .training_view import read_losses, run_training
+from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, run_training
+from .training_view import read_losses
 from .workspaces import Workspaces
 
 APP_DIR = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
-"""Trainings that belong to the server: each runs in its own thread and publishes its latest state (status, loss
-rows, previews, nearest words, the saved name); pages follow it and may come and go. One slot runs them one after
-another. What a state says is made in :mod:`server.training_view`.
+"""Trainings that belong to the server: each runs in its own thread, the GPU runner's events turned into its latest
+state (status, loss rows, previews, nearest words, the saved name); pages follow it and may come and go. One slot
+runs them one after another. The loss plot and what a run keeps are in :mod:`server.training_view`.
 
 Nothing here imports gradio or torch.
 """
@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from PIL import Image
 
 from reversion_core.errors import ReVersionError
+from reversion_core.events import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+
+from .benchmark_view import upscale
+from .forms import TrainingRequest
+from .gpu_runner import GpuRunner, NearestWords, TrainingReady
+from .training_view import clock, keep_for_continuing, loss_rows
 
 FOLLOW_EVERY_S = 1.0  # a page following a training gets its state at most this often (the end at once)
+UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
 log = logging.getLogger(__name__)
 
 
@@ -182,3 +191,62 @@ class TrainingSlot:
                 if self._last.get(job.owner) is job:
                     del self._last[job.owner]  # nothing to follow any more; a public app has many visitors
                 self._state.notify_all()
+
+
+# ----------------------------------------------------------------------------------------------- a run's thread
+def run_training(job: TrainingJob, runner: GpuRunner, request: TrainingRequest) -> None:
+    """The body of a training thread: the runner's events, as they come, turned into the job's updates."""
+    name = job.name
+    rows = list(job.latest().losses)
+    previews: list[tuple[Image.Image, str]] = []
+    nearest: dict[str, float] = {}
+    start_step, last_ui, kept, final = 0, 0.0, None, None
+    for event in runner.train(request):
+        if isinstance(event, TrainingReady):
+            start_step, job.running = event.start_step, True
+            job.publish(TrainUpdate(f"Training **{name}**: step {start_step} of {event.total_steps}.", list(rows)))
+        elif isinstance(event, NearestWords):
+            nearest = dict(event.words)
+        elif isinstance(event, StepEvent):
+            rows += loss_rows(event.step, event.loss, event.denoise_loss, event.steer_loss)
+            now = time.monotonic()
+            if now - last_ui < UPDATE_EVERY_S and event.step < event.total_steps:
+                continue
+            last_ui = now
+            rate = (event.step - start_step) / event.elapsed if event.elapsed > 0 else 0.0
+            status = (f"Training **{name}**: step {event.step} of {event.total_steps} · {rate:.2f} steps/s · "
+                      f"elapsed {clock(event.elapsed)} · about {clock(event.eta)} left · loss {event.loss:.4f}")
+            job.publish(TrainUpdate(status, list(rows), previews, nearest))
+        elif isinstance(event, PreviewEvent):
+            previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
+            job.publish(TrainUpdate(f"Training **{name}**: preview at step {event.step}.", list(rows), previews, nearest))
+        elif isinstance(event, CheckpointEvent):
+            kept = event
+        elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
+            final = end_update(name, event, rows, previews, request, kept is not None)
+    if final is not None:  # the runner's last NearestWords comes after the end event
+        job.publish(replace(final, nearest=nearest), done=True)
+
+
+def end_update(name: str, event, rows, previews, request: TrainingRequest, checkpoint_kept: bool) -> TrainUpdate:
+    """The last update of a run from its end event; a finished or stopped run keeps what continuing it needs."""
+    # a relation saved elsewhere than the request's folder (its fallback when that failed) is not listed
+    listed = event.path is not None and event.path.parent.resolve() == Path(request.relations_dir).resolve()
+    saved = event.path.name if listed else None
+    if isinstance(event, FailedEvent):
+        where = f" It was saved as **{saved}**." if saved else ""
+        status = f"Failed at step {event.step}. {event.message}{where}"
+        return TrainUpdate(status, rows, previews, {}, saved, warning=status)
+    if saved is not None and checkpoint_kept:
+        keep_for_continuing(Path(request.runs_dir) / saved, request, rows)
+    verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
+    took = f"at step {event.step} in {clock(event.elapsed)}"
+    if event.message:
+        status = f"{verb} {took}. {event.message}"
+    elif saved is None:
+        status = f"{verb} {took}; the relation could not be saved."
+    elif saved != name:
+        status = f"{verb} {took}; saved as **{saved}** (the existing **{name}** was kept), ready in the Generate tab."
+    else:
+        status = f"{verb} {took}; relation **{saved}** is saved and ready in the Generate tab."
+    return TrainUpdate(status, rows, previews, {}, saved)

@@ -1,6 +1,6 @@
-"""What the Train tab shows of a training: the engine's events turned into the job's updates (a status line, the loss
-plot's rows, previews, the words nearest to <R>), the loss plot's two tables, and what a finished run keeps in its run
-folder so that it can be continued (its exemplars and its plot so far).
+"""What the Train tab shows of a training and what a run keeps: times as m:ss, the loss plot's rows and its two
+tables (each raw series with its smoothed line), and what a finished run keeps in its run folder so that it can be
+continued (its exemplars and its plot so far).
 
 Nothing here imports gradio or torch.
 """
@@ -10,82 +10,14 @@ import json
 import logging
 import os
 import tempfile
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from reversion_core.events import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
 from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, save_exemplars
 
-from .benchmark_view import upscale
 from .forms import TrainingRequest
-from .gpu_runner import GpuRunner, NearestWords, TrainingReady
-from .training_jobs import TrainingJob, TrainUpdate
 
-UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------------------------- a run's updates
-def run_training(job: TrainingJob, runner: GpuRunner, request: TrainingRequest) -> None:
-    """The body of a training thread: the runner's events, as they come, turned into the job's updates."""
-    name = job.name
-    rows = list(job.latest().losses)
-    previews: list[tuple[Image.Image, str]] = []
-    nearest: dict[str, float] = {}
-    start_step, last_ui, kept, final = 0, 0.0, None, None
-    for event in runner.train(request):
-        if isinstance(event, TrainingReady):
-            start_step, job.running = event.start_step, True
-            job.publish(TrainUpdate(f"Training **{name}**: step {start_step} of {event.total_steps}.", list(rows)))
-        elif isinstance(event, NearestWords):
-            nearest = dict(event.words)
-        elif isinstance(event, StepEvent):
-            rows += loss_rows(event.step, event.loss, event.denoise_loss, event.steer_loss)
-            now = time.monotonic()
-            if now - last_ui < UPDATE_EVERY_S and event.step < event.total_steps:
-                continue
-            last_ui = now
-            rate = (event.step - start_step) / event.elapsed if event.elapsed > 0 else 0.0
-            status = (f"Training **{name}**: step {event.step} of {event.total_steps} · {rate:.2f} steps/s · "
-                      f"elapsed {clock(event.elapsed)} · about {clock(event.eta)} left · loss {event.loss:.4f}")
-            job.publish(TrainUpdate(status, list(rows), previews, nearest))
-        elif isinstance(event, PreviewEvent):
-            previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
-            job.publish(TrainUpdate(f"Training **{name}**: preview at step {event.step}.", list(rows), previews, nearest))
-        elif isinstance(event, CheckpointEvent):
-            kept = event
-        elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
-            final = end_update(name, event, rows, previews, request, kept is not None)
-    if final is not None:  # the runner's last NearestWords comes after the end event
-        job.publish(replace(final, nearest=nearest), done=True)
-
-
-def end_update(name: str, event, rows, previews, request: TrainingRequest, checkpoint_kept: bool) -> TrainUpdate:
-    """The last update of a run from its end event; a finished or stopped run keeps what continuing it needs."""
-    # a relation saved elsewhere than the request's folder (its fallback when that failed) is not listed
-    listed = event.path is not None and event.path.parent.resolve() == Path(request.relations_dir).resolve()
-    saved = event.path.name if listed else None
-    if isinstance(event, FailedEvent):
-        where = f" It was saved as **{saved}**." if saved else ""
-        status = f"Failed at step {event.step}. {event.message}{where}"
-        return TrainUpdate(status, rows, previews, {}, saved, warning=status)
-    if saved is not None and checkpoint_kept:
-        keep_for_continuing(Path(request.runs_dir) / saved, request, rows)
-    verb = "Finished" if isinstance(event, FinishedEvent) else "Stopped"
-    took = f"at step {event.step} in {clock(event.elapsed)}"
-    if event.message:
-        status = f"{verb} {took}. {event.message}"
-    elif saved is None:
-        status = f"{verb} {took}; the relation could not be saved."
-    elif saved != name:
-        status = f"{verb} {took}; saved as **{saved}** (the existing **{name}** was kept), ready in the Generate tab."
-    else:
-        status = f"{verb} {took}; relation **{saved}** is saved and ready in the Generate tab."
-    return TrainUpdate(status, rows, previews, {}, saved)
 
 
 def clock(seconds: float) -> str:
