@@ -3,8 +3,9 @@
 - ``studio``: the per-visitor state and what each tab asks of it (the one object the handlers call);
 - ``forms``: what one click asks for (the Train click, the training, generation and scoring requests) and the Train
   tab's bounds;
-- ``training_jobs``: trainings that belong to the server, one slot running them one after another;
-- ``training_view``: what a training shows (status, loss plot, previews, nearest words) and keeps for continuing;
+- ``training_jobs``: trainings that belong to the server, each a thread turning the runner's events into updates,
+  one slot running them one after another;
+- ``training_view``: the loss plot's tables, and what a run keeps for continuing;
 - ``gpu_runner``: the GPU work as ZeroGPU functions, with durations and the cap;
 - ``hosting``: where the app runs (ZeroGPU, a CUDA GPU, the CPU; Spaces and public mode), on the engine's runtime rule;
 - ``workspaces``: public mode's data folder, one workspace per visitor, the quotas;
