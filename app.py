@@ -1,10 +1,11 @@
 """ReVersion Studio: learn a relation prompt <R> from a few exemplar images, then generate with it.
 
 UI only: constants, flags, and the page put together from ``ui/`` (one builder per tab, handlers that each call one
-method of ``reversion_core.studio.Studio``). ``python app.py --help`` lists the flags; each has an environment
-variable too.
-Where it runs decides what it runs (``reversion_core.hosting``): SD 1.5 on ZeroGPU or a CUDA GPU, the embedded model
-on the CPU; on Hugging Face Spaces it is public: each visitor trains into a workspace of their own.
+method of ``server.studio.Studio``; the server side is ``server/``, the engine ``reversion_core/``).
+``python app.py --help`` lists the flags; each has an environment variable too.
+Where it runs decides what it runs (``server.hosting`` on the engine's rule, ``reversion_core.runtime``): SD 1.5 on
+ZeroGPU or a CUDA GPU, the embedded model on the CPU; on Hugging Face Spaces it is public: each visitor trains into a
+workspace of their own.
 """
 from __future__ import annotations
 
@@ -29,22 +30,23 @@ for _var, _value in (("TRANSFORMERS_VERBOSITY", "error"), ("DIFFUSERS_VERBOSITY"
 
 # Before gradio and the hub are imported: the hub reads HF_HOME once, and on ZeroGPU `spaces` must come before CUDA.
 from reversion_core.errors import ReVersionError  # noqa: E402
-from reversion_core.workspaces import data_dir, use_data_dir_for_hub_cache  # noqa: E402
+from server.workspaces import data_dir, use_data_dir_for_hub_cache  # noqa: E402
 
 try:
     DATA = data_dir()
 except ReVersionError as _exc:
     raise SystemExit(str(_exc)) from None
 use_data_dir_for_hub_cache(DATA)
-from reversion_core.hosting import import_spaces_first  # noqa: E402
+from server.hosting import import_spaces_first  # noqa: E402
 
 import_spaces_first()
 
 import gradio as gr  # noqa: E402
 
-from reversion_core import studio as st  # noqa: E402
+from reversion_core import benchmarks  # noqa: E402
 from reversion_core.settings import ATTENTION_CHOICES  # noqa: E402
-from reversion_core.workspaces import Limits, Workspaces  # noqa: E402
+from server import studio as st  # noqa: E402
+from server.workspaces import Limits, Workspaces  # noqa: E402
 from ui.benchmark_tab import build_benchmark_tab  # noqa: E402
 from ui.generate_tab import build_generate_tab  # noqa: E402
 from ui.train_tab import build_train_tab  # noqa: E402
@@ -166,7 +168,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
 
     def list_benchmark_sets() -> list[str]:
         """The names of the benchmark's exemplar sets (the values of train's set_name)."""
-        return st.list_benchmark_sets(studio.benchmark_dir)
+        return benchmarks.list_benchmark_sets(studio.benchmark_dir)
 
     def page_owner(stored):
         """The page's owner token, kept in the browser so a reload still owns its training and finds its relations."""
@@ -197,8 +199,8 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
 
 def make_studio(args: argparse.Namespace, temp_dir: Path) -> st.Studio:
     """The studio for these flags and this machine: the runtime it picks, and in public mode the visitors' workspaces."""
-    from reversion_core.hosting import pick_runtime
-    from reversion_core.zerogpu import default_cap
+    from server.hosting import pick_runtime
+    from server.gpu_runner import default_cap
 
     runtime = pick_runtime(base_model=args.base_model, device=args.device, attention=args.attention, public=args.public)
     workspaces = Workspaces(args.relations_dir, DATA, limits_from_env()) if runtime.public else None

@@ -65,13 +65,13 @@ def wait_served(url: str, process: subprocess.Popen, timeout: float = 120.0) -> 
 
 
 def generate_args(relation: str | None) -> list:
-    """The Generate tab's defaults (reversion_core.forms.GenerateForm), on an example's entities."""
-    from reversion_core.forms import GenerateForm
+    """The Generate tab's defaults (server.forms.GenerationRequest), on an example's entities."""
+    from server.forms import GenerationRequest
 
-    d = GenerateForm()
+    d = GenerationRequest()
     prompt = "" if relation else "red circle above blue square"
     mode = "Entities" if relation else "Free prompt"
-    return [relation, mode, "red circle", "blue square", prompt, "", "", d.num_images, d.steps, d.guidance, d.seed]
+    return [relation, mode, "red circle", "blue square", prompt, "", "", d.num_images, d.steps, d.guidance_scale, d.seed]
 
 
 def first_relation(client) -> str | None:

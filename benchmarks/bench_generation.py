@@ -51,7 +51,7 @@ def measure(spec: dict) -> dict:
     import torch
 
     from models import build_pipeline, native_resolution
-    from reversion_core.base_model import pick_device, pick_dtype
+    from reversion_core.runtime import pick_device, pick_dtype
     from reversion_core.generation import RelationGenerator, build_prompt
     from reversion_core.relation_file import RelationPrompt
 

@@ -77,7 +77,8 @@ def measure(spec: dict) -> dict:
     import torch
 
     from models import build_pipeline
-    from reversion_core.inversion import FailedEvent, Inversion, StepEvent
+    from reversion_core.inversion import FailedEvent, StepEvent
+    from reversion_core.reference_loop import inversion_class
     from reversion_core.settings import InversionSettings
 
     device, warmup, steps = spec["device"], spec["warmup"], spec["steps"]
@@ -90,7 +91,7 @@ def measure(spec: dict) -> dict:
         pipe.unet.compile()
     settings = InversionSettings(max_train_steps=warmup + steps, **spec["settings"])
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        run = Inversion(
+        run = inversion_class(settings)(  # "reference": the official script's loop
             spec["exemplars"], "bench", settings, base_model=pipe, relations_dir=Path(tmp) / "relations",
             checkpoint_dir=Path(tmp) / "runs", device=device,
         )

@@ -9,7 +9,7 @@
   123.1M parameters) built from the published configs in ``benchmarks/configs/sd15`` with random weights, because
   no weights can be downloaded here. Speed and memory do not depend on the weight values, only on shapes and
   dtypes, so these timings are those of SD 1.5. The tokenizer is a closed-vocabulary CLIP tokenizer padded to
-  SD 1.5's 49,408 entries, so the embedding table (what the reference mode optimises in full) has its real size.
+  SD 1.5's 49,408 entries, so the embedding table (what the reference loop optimises in full) has its real size.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def describe(kind: str) -> str:
 
 def build_pipeline(kind: str, device: str = "cpu", dtype: torch.dtype = torch.float32, attention: str = "sdpa"):
     """A pipeline of ``kind`` on ``device`` in ``dtype`` with the given attention backend."""
-    from reversion_core.base_model import DEFAULT_BASE_MODEL, load_pipeline, set_attention
+    from reversion_core.base_model import load_pipeline, set_attention
+    from reversion_core.runtime import DEFAULT_BASE_MODEL
 
     if kind == "embedded":
         if not (DEFAULT_BASE_MODEL / "model_index.json").is_file():
@@ -147,7 +148,7 @@ def meta_components(kind: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from reversion_core.base_model import DEFAULT_BASE_MODEL
+    from reversion_core.runtime import DEFAULT_BASE_MODEL
 
     folders = {"sd15": SD15_CONFIGS, "embedded": DEFAULT_BASE_MODEL}
     with torch.device("meta"):

@@ -1,5 +1,7 @@
-"""Base models: where a Stable Diffusion 1.x comes from (hub id, diffusers folder, single checkpoint), on which
-device, in which dtype, with which attention backend, and a stable identifier that relation cards record.
+"""Base models: loading a Stable Diffusion 1.x from where it comes from (hub id, diffusers folder, single checkpoint)
+onto a device in a dtype with an attention backend, a stable identifier that relation cards record, and a short name
+for a page. Which base model, device, dtype and attention a process picks when none is named is the runtime's rule
+(:mod:`reversion_core.runtime`).
 """
 from __future__ import annotations
 
@@ -13,35 +15,9 @@ from pathlib import Path
 import torch
 
 from .errors import ReVersionError
-from .settings import DEFAULT_ATTENTION
+from .runtime import DEFAULT_BASE_MODEL, SD15_HUB_ID, pick_attention, pick_device, pick_dtype, resolve_source
 
-SD15_HUB_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-DEFAULT_BASE_MODEL = Path(__file__).resolve().parent.parent / "assets" / "base-model"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-_DTYPES = {"no": torch.float32, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to run on: the one asked for, else CUDA when present, else CPU."""
-    if device is not None:
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use --device cpu.")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pick_dtype(device: torch.device, precision: str | torch.dtype | None = None) -> torch.dtype:
-    """The weight dtype: fp16 on CUDA by default for generation, fp32 on CPU (half precision is slow or unsupported there)."""
-    if isinstance(precision, torch.dtype):
-        return precision
-    if precision is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if precision not in _DTYPES:
-        raise ReVersionError(f"Precision {precision!r} is unknown; use one of no, fp16, bf16.")
-    if _DTYPES[precision] == torch.float16 and device.type == "cpu":
-        raise ReVersionError("Half precision (fp16) needs a GPU; use 'no' or 'bf16' on CPU.")
-    return _DTYPES[precision]
 
 
 def _missing_weights(source: str) -> ReVersionError:
@@ -50,15 +26,6 @@ def _missing_weights(source: str) -> ReVersionError:
         "network access and pass its local diffusers folder or .safetensors checkpoint with --base-model "
         "(or the REVERSION_BASE_MODEL environment variable)."
     )
-
-
-def resolve_source(source: str | os.PathLike | None = None) -> str:
-    """The base model to use: the argument, else ``$REVERSION_BASE_MODEL``, else the embedded model when present, else SD 1.5."""
-    if source is None:
-        source = os.environ.get("REVERSION_BASE_MODEL") or (
-            str(DEFAULT_BASE_MODEL) if (DEFAULT_BASE_MODEL / "model_index.json").is_file() else SD15_HUB_ID
-        )
-    return str(source)
 
 
 def _looks_like_path(source: str) -> bool:
@@ -70,18 +37,20 @@ def load_pipeline(
     source: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = "no",
-    attention: str = DEFAULT_ATTENTION,
+    attention: str | None = "sdpa",
     single_file_config: str | os.PathLike | None = None,
 ):
     """Load a ``StableDiffusionPipeline`` from a hub id, a local diffusers folder or a ``.safetensors``/``.ckpt`` file.
+
+    ``source``, ``device``, ``dtype`` and ``attention`` left as None follow the runtime's rule (:mod:`reversion_core.runtime`).
 
     ``single_file_config`` is a diffusers folder (or hub id) giving the component configs a single checkpoint needs
     when the hub cannot be reached. Every failure is a ReVersionError in one sentence.
     """
     from diffusers import StableDiffusionPipeline
 
-    source = resolve_source(source)
     device = pick_device(device)
+    source = resolve_source(source, device)
     torch_dtype = pick_dtype(device, dtype)
     common = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False)
     path = Path(source).expanduser()
@@ -100,7 +69,7 @@ def load_pipeline(
         raise ReVersionError(f"Base model {source} does not exist; give a diffusers folder, a .safetensors/.ckpt file or a hub id.")
     else:
         pipe = _load_from_hub(source, common)
-    set_attention(pipe, attention)
+    set_attention(pipe, pick_attention(device, attention))
     return pipe.to(device)
 
 
@@ -143,7 +112,7 @@ def _load_single_file(path: Path, config: str | os.PathLike | None, common: dict
         ) from None
 
 
-def set_attention(pipe, backend: str = DEFAULT_ATTENTION) -> None:
+def set_attention(pipe, backend: str = "sdpa") -> None:
     """Use PyTorch scaled-dot-product attention (default) or xformers (only when installed)."""
     if backend == "sdpa":
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -225,3 +194,13 @@ def same_base_model(a: str | None, b: str | None) -> bool:
         return False
     (config_a, _, weights_a), (config_b, _, weights_b) = (x.rsplit("#", 1)[-1].partition(".") for x in (a, b))
     return config_a == config_b and (not weights_a or not weights_b or weights_a == weights_b)
+
+
+def base_model_label(source: str | os.PathLike) -> str:
+    """A short name for a base-model source or id: "SD 1.5", "embedded miniature model", or the name itself."""
+    name = str(source).rsplit("#", 1)[0] if "#" in str(source) else str(source)
+    if name == SD15_HUB_ID or name.rstrip("/").endswith("stable-diffusion-v1-5"):
+        return "SD 1.5"
+    if name == DEFAULT_BASE_MODEL.name or Path(name).expanduser().resolve() == DEFAULT_BASE_MODEL.resolve():
+        return "embedded miniature model"
+    return Path(name).name if Path(name).expanduser().exists() else name

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
-    ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
+    ATTENTION_CHOICES, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
     MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
 )
 
@@ -40,7 +40,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         help="exemplar folder: images + text.json (with --resume, default: the exemplars/ copy beside the checkpoint)",
     )
     p.add_argument("--name", help="relation name (default: the exemplar set's relation or folder name)")
-    p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: embedded model, else SD 1.5)")
+    p.add_argument("--base-model", help="hub id, diffusers folder or .safetensors/.ckpt (default: SD 1.5 on a GPU, else the embedded model)")
     p.add_argument("--relations-dir", default="relations", help="where relation folders go (default: relations)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing relation of the same name")
     p.add_argument("--device", choices=DEVICE_CHOICES, help="default: cuda when present")
@@ -82,50 +82,38 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     card.add_argument("--score-pairs", type=int, metavar="N", help="entity pairs for --score (default 16; giving it turns --score on)")
 
 
-KEPT_EXEMPLARS = "exemplars"  # beside a run's checkpoints: the exemplars it learns from (the app keeps them there too)
-
-
-def _kept_exemplars(checkpoint: Path) -> Path:
-    """The exemplar copy beside a checkpoint file or in a checkpoint folder; one sentence when there is none."""
-    folder = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / KEPT_EXEMPLARS
-    if not (folder / "text.json").is_file():
-        raise ReVersionError(
-            f"{folder} does not exist (checkpoints written before exemplars were kept beside them); give the exemplar folder to learn from."
-        )
-    return folder
-
-
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
+    from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+    from .reference_loop import inversion_class
+    from .run_files import EXEMPLARS_DIR, kept_exemplars, read_checkpoint, save_exemplars
     from .settings import InversionSettings
 
     exemplars = args.exemplars
     if not exemplars and args.resume:
-        exemplars = _kept_exemplars(Path(args.resume))
+        exemplars = kept_exemplars(args.resume)
     if not exemplars:
         raise ReVersionError("Give the exemplar folder to learn from.")
     score_pairs = _score_pairs(args)  # checked before the training, which may take long
     checkpoint = read_checkpoint(args.resume) if args.resume else None  # read once: its settings, then the run's state
-    base = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
+    # the flags given, over the checkpoint's settings (on --resume) or the paper's defaults; built (and checked) once
     overrides = {f.name: getattr(args, f.name) for f in fields(InversionSettings) if getattr(args, f.name, None) is not None}
-    settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
+    settings = InversionSettings.from_dict({**(checkpoint["settings"] if checkpoint else {}), **overrides})
     options = dict(
         base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
         checkpoint_dir=args.checkpoint_dir, device=args.device,
     )
+    loop = inversion_class(settings)  # --reference: the official script's slower loop
     if checkpoint:
-        run = Inversion.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
+        run = loop.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
     else:
-        run = Inversion(exemplars, args.name, settings, **options)
+        run = loop(exemplars, args.name, settings, **options)
     main = run.accelerator.is_main_process
-    kept = run.checkpoint_dir / KEPT_EXEMPLARS
+    kept = run.checkpoint_dir / EXEMPLARS_DIR
     if settings.checkpoint_every and main and not kept.is_dir():  # so that --resume needs only the checkpoint
-        from .training_jobs import save_exemplars
-
         save_exemplars(run.exemplars, kept)
     if main:
         lr = settings.effective_learning_rate(run.accelerator.num_processes)
@@ -214,7 +202,7 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model")
     p.add_argument("--relations-dir", default="relations")
     p.add_argument("--device", choices=DEVICE_CHOICES)
-    p.add_argument("--attention", choices=ATTENTION_CHOICES, default=DEFAULT_ATTENTION)
+    p.add_argument("--attention", choices=ATTENTION_CHOICES, help="default: xformers on a CUDA GPU where it works, else sdpa")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -283,13 +271,13 @@ def _inspect(args: argparse.Namespace) -> int:
     relation = load_relation(args.relation, args.relations_dir)
     pipeline = None
     if not args.no_neighbours:
-        from .base_model import load_pipeline, resolve_source
+        from .base_model import load_pipeline
 
         source = args.base_model or relation.card.get("base_model_source")
         if source and not Path(source).exists() and args.base_model is None:
             source = None  # the card's model is not here; fall back to the default
         try:
-            pipeline = load_pipeline(resolve_source(source), device="cpu")
+            pipeline = load_pipeline(source, device="cpu")
         except ReVersionError as exc:
             print(f"note: no nearest words ({exc})", file=sys.stderr)
     summary = describe_relation(relation, pipeline=pipeline, k=args.k)

@@ -16,10 +16,11 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image
 
-from .base_model import base_model_id, load_pipeline, resolve_source, same_base_model
+from .base_model import base_model_id, load_pipeline, same_base_model
 from .errors import ReVersionError
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
-from .settings import DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
+from .runtime import pick_attention, pick_device, resolve_source
+from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
 
 _PLACEHOLDERS = (DEFAULT_PLACEHOLDER, "{}")
 _MAX_BATCH = 4  # images denoised together; each image keeps its own seed, so batching never changes results
@@ -66,19 +67,23 @@ def check_generation(steps, guidance_scale, height: int | None = None, width: in
 
 
 class RelationGenerator:
-    """Loads the base model once and generates with any installed relation (the app calls it many times)."""
+    """Loads the base model once and generates with any installed relation (the app calls it many times).
+
+    ``base_model``, ``device``, ``dtype`` and ``attention`` left as None follow the runtime's rule
+    (:mod:`reversion_core.runtime`): SD 1.5 in fp16 on a GPU, the embedded model in fp32 on the CPU.
+    """
 
     def __init__(
         self,
         base_model: str | os.PathLike | None = None,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
-        attention: str = DEFAULT_ATTENTION,
+        attention: str | None = None,
         relations_dir: str | os.PathLike = "relations",
         pipeline=None,
     ) -> None:
-        self.source = resolve_source(base_model) if pipeline is None else str(getattr(pipeline, "name_or_path", "pipeline"))
-        self.device, self.dtype, self.attention = device, dtype, attention
+        self.source = resolve_source(base_model, device) if pipeline is None else str(getattr(pipeline, "name_or_path", "pipeline"))
+        self.device, self.dtype, self.attention = device, dtype, pick_attention(pick_device(device), attention)
         self.relations_dir = Path(relations_dir)
         self._pipe = pipeline
         self._base_vocab: set[str] | None = None

@@ -1,21 +1,23 @@
 """Relation inversion: learn one token embedding <R> from a few exemplar images (ReVersion, sections 4.2-4.3).
 
-Read top to bottom: the <R> parameter, how a run is built (``Inversion.__init__`` names each step; the work done
+Read top to bottom: how a run is built (``Inversion.__init__`` names each step; the work done
 once is in :mod:`reversion_core.precompute`), ``Inversion.run`` (the loop), then how a run ends and is saved.
-Only the <R> row changes. The embedding table stays frozen; a separate parameter is spliced into the token
-embeddings wherever <R> appears (a forward hook) and written into the table when the run ends, so every other
-row and every weight of the UNet, VAE and text encoder stay bit-identical.
+Only the <R> row changes. The embedding table stays frozen; a separate parameter
+(:class:`~reversion_core.relation_vector.RelationVector`) is spliced into the token embeddings wherever <R> appears
+and written into the table when the run ends, so every other row and every weight of the UNet, VAE and text encoder
+stay bit-identical.
 
 Three ways to build a run: ``Inversion(exemplars, ..., base_model=source)`` loads the base model (or takes over a
 loaded pipeline: its tokenizer and text encoder gain the placeholder); ``Inversion.from_components`` shares an
 already loaded UNet, VAE and scheduler and trains on copies of the tokenizer and text encoder, so one base model in
 memory serves generation and every training; ``Inversion.from_checkpoint`` continues a run.
 
-``reference=True`` in the settings runs the way the official script does instead (VAE encode every step, fp32,
-AdamW over the whole embedding table with the other rows restored after each step), for benchmarks only.
+The official script's slower loop (VAE encode every step, fp32, AdamW over the whole embedding table with the other
+rows restored after each step), for benchmarks and the test that holds this loop to it, is a small subclass in
+:mod:`reversion_core.reference_loop`: it overrides the few methods marked "(the reference loop overrides this)".
 
-About 500 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
-that need none of it live beside it (events, precompute, run_files).
+Over 400 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
+that need none of it live beside it (relation_vector, events, precompute, previews, run_files).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from .base_model import base_model_id, load_pipeline, resolve_source, set_attention, shared_pipeline
+from .base_model import base_model_id, load_pipeline, set_attention, shared_pipeline
 from .errors import ReVersionError
 from .events import (  # noqa: F401  (the events are part of this module's interface)
     CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
@@ -36,51 +38,24 @@ from .events import (  # noqa: F401  (the events are part of this module's inter
 from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
-from .relation_file import RelationPrompt, check_name, recover_relations
-from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
+from .previews import preview_images, preview_pipeline, preview_prompt, strip
+from .relation_file import RelationPrompt, check_name
+from .relation_vector import RelationVector
+from .run_files import check_resumable, checkpoint_state, plan_run, read_checkpoint, save_run_relation, write_checkpoint
+from .runtime import check_precision, make_accelerator, pick_device, resolve_source, torch_dtype
 from .settings import InversionSettings
 
 
-# ----------------------------------------------------------------------------------------------- the <R> parameter
-class RelationVector(torch.nn.Module):
-    """The one trainable vector, spliced into token embeddings wherever the placeholder id appears."""
-
-    def __init__(self, init: torch.Tensor, placeholder_id: int) -> None:
-        super().__init__()
-        self.vector = torch.nn.Parameter(init.detach().float().clone())
-        self.placeholder_id = placeholder_id
-
-    def forward(self, input_ids: torch.Tensor, token_embeds: torch.Tensor) -> torch.Tensor:
-        mask = (input_ids == self.placeholder_id).unsqueeze(-1)
-        return torch.where(mask, self.vector.to(token_embeds.dtype), token_embeds)
-
-
-def _make_accelerator(mixed_precision: str, cpu: bool):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    # In one long-lived single process (the app) each run may ask for another precision; accelerate keeps
-    # global state, so start it afresh. Under `accelerate launch` (WORLD_SIZE > 1) the launcher owns it.
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-
-
-def run_precision(settings: InversionSettings) -> str:
-    """The run's mixed precision: the settings', except that the reference loop always runs in fp32."""
-    return "no" if settings.reference else settings.mixed_precision
-
-
-def run_dtype(settings: InversionSettings) -> torch.dtype:
-    """The dtype the frozen models run in (<R> itself always stays fp32)."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(run_precision(settings), torch.float32)
-
-
-def _run_settings(settings: InversionSettings | None, checkpoint: dict | None) -> InversionSettings:
-    """The given settings, else a checkpoint's, else the paper's defaults; validated."""
+def _run_settings(settings: InversionSettings | None, checkpoint: dict | None, reference: bool) -> InversionSettings:
+    """The given settings, else a checkpoint's, else the paper's defaults (settings validate themselves when built).
+    ``reference``: whether the class building the run is the official script's loop, which the settings must ask for."""
     if settings is None:
         settings = InversionSettings.from_dict(checkpoint["settings"]) if checkpoint else InversionSettings()
-    settings.validate()
+    if settings.reference != reference:
+        raise ReVersionError(
+            "Settings with reference=True run in the official script's loop, reversion_core.reference_loop.ReferenceInversion; "
+            "every other run is an Inversion." if settings.reference else "A ReferenceInversion needs settings with reference=True."
+        )
     return settings
 
 
@@ -93,6 +68,8 @@ class Inversion:
     use :meth:`from_components`). ``resume_from`` is a checkpoint file or folder, or a state read by
     :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step.
     """
+
+    reference = False  # the official script's loop (reversion_core.reference_loop) says True
 
     def __init__(
         self,
@@ -107,7 +84,7 @@ class Inversion:
         device: str | None = None,
     ) -> None:
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
-        self.settings = _run_settings(settings, checkpoint)
+        self.settings = _run_settings(settings, checkpoint, self.reference)
         self.shares_models = False  # set by from_components: the UNet and VAE belong to someone else too
         self._plan(exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir)
         self._start_accelerator(device)
@@ -135,8 +112,8 @@ class Inversion:
         """
         resume_from = options.pop("resume_from", None)
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
-        settings = _run_settings(settings, checkpoint)
-        dtype, wanted = pipeline.unet.dtype, run_dtype(settings)
+        settings = _run_settings(settings, checkpoint, cls.reference)
+        dtype, wanted = pipeline.unet.dtype, torch_dtype(cls.precision(settings))
         if dtype != wanted:
             raise ReVersionError(
                 f"The loaded base model runs in {str(dtype).removeprefix('torch.')} but this training needs "
@@ -155,6 +132,12 @@ class Inversion:
         returned; the checkpoint's settings and name unless others are given. ``options`` are ``__init__``'s."""
         return cls(exemplars, name, settings, resume_from=checkpoint, **options)
 
+    @classmethod
+    def precision(cls, settings: InversionSettings) -> str:
+        """The precision the frozen models run in (<R> itself always stays fp32): the settings' mixed precision
+        (the reference loop overrides this)."""
+        return settings.mixed_precision
+
     # ------------------------------------------------------------------------------------------- the build steps
     def _plan(self, exemplars, name, checkpoint, relations_dir, overwrite, checkpoint_dir) -> None:
         """Exemplars, name and folders, checked before any model is loaded."""
@@ -163,37 +146,25 @@ class Inversion:
             exemplars = load_exemplars(exemplars, s.placeholder_token)
         self.exemplars = with_token(exemplars, s.placeholder_token)
         self.name = check_name(name or (checkpoint["name"] if checkpoint else self.exemplars.name))
-        self.relations_dir = Path(relations_dir)
-        self.overwrite = overwrite
-        self.started_at = time.time()
-        recover_relations(self.relations_dir, self.name)  # a save of this name that a crash interrupted
-        self._saved_path = already_saved(self.relations_dir, self.name, checkpoint, s) if checkpoint else None
-        if (self.relations_dir / self.name).exists() and not overwrite and self._saved_path is None:
-            raise ReVersionError(f"{self.relations_dir / self.name} already holds a relation; choose another name or allow overwriting.")
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else self.relations_dir.parent / "runs" / self.name
-        check_writable(self.relations_dir, "Relations folder")
-        if s.checkpoint_every:
-            check_writable(self.checkpoint_dir, "Checkpoint folder")
+        self.relations_dir, self.overwrite, self.started_at = Path(relations_dir), overwrite, time.time()
+        self.checkpoint_dir, self._saved_path = plan_run(self.relations_dir, self.name, checkpoint, s, overwrite, checkpoint_dir)
         self._stop_requested = False
 
     def _start_accelerator(self, device: str | None) -> None:
-        """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync."""
-        mixed_precision = run_precision(self.settings)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ReVersionError("Device 'cuda' was asked for but no CUDA GPU is available; use the CPU.")
-        use_cpu = device == "cpu" or not torch.cuda.is_available()
-        if use_cpu and mixed_precision == "fp16":
-            raise ReVersionError("Mixed precision fp16 needs a GPU; use 'no' (or 'bf16') on CPU.")
-        self.accelerator = _make_accelerator(mixed_precision, use_cpu)
+        """Accelerate owns device placement, mixed precision and (under `accelerate launch`) gradient sync; the device
+        and what it can run follow the runtime's rule (:mod:`reversion_core.runtime`)."""
+        mixed_precision = self.precision(self.settings)
+        on_gpu = pick_device(device).type == "cuda"
+        self.accelerator = make_accelerator(check_precision(mixed_precision, on_gpu), cpu=not on_gpu)
         self.device = self.accelerator.device
-        self.weight_dtype = run_dtype(self.settings)
+        self.weight_dtype = torch_dtype(mixed_precision)
 
     def _take_base_model(self, base_model) -> int:
         """Load (or take) the frozen components, add the placeholder token, put them on the device in the run's dtype.
         Returns the initializer's token id."""
         s = self.settings
         if base_model is None or isinstance(base_model, (str, os.PathLike)):
-            self.base_model_source = resolve_source(base_model)
+            self.base_model_source = resolve_source(base_model, self.device)
             pipe = load_pipeline(self.base_model_source, device=self.device, dtype="no", attention=s.attention)
         else:
             pipe, self.base_model_source = base_model, str(getattr(base_model, "name_or_path", "") or "pipeline")
@@ -220,44 +191,35 @@ class Inversion:
         return init_id
 
     def _make_trainable(self, init_id: int) -> None:
-        """<R> spliced in by a hook (default) or the whole table (reference mode), its AdamW, the timestep sampler and
-        the run's one random generator."""
+        """<R> and its AdamW, the timestep sampler and the run's one random generator."""
         s, acc = self.settings, self.accelerator
-        table = self.text_encoder.get_input_embeddings()
-        init = table.weight[init_id].detach().float()
-        lr = s.effective_learning_rate(acc.num_processes)
-        betas = (s.adam_beta1, s.adam_beta2)
-        if s.reference:
-            self.original_table = table.weight.detach().clone()
-            table.weight.requires_grad_(True)
-            params = [table.weight]
-            self.relation = None
-        else:
-            self.relation = RelationVector(init, self.placeholder_id).to(self.device)
-            params = [self.relation.vector]
-        optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=s.adam_weight_decay, eps=s.adam_epsilon)
-        if s.reference:
-            self.optimizer = acc.prepare(optimizer)
-            self.relation_ddp = None
-        else:
-            self.relation_ddp, self.optimizer = acc.prepare(self.relation, optimizer)
-            self._hook = table.register_forward_hook(self._splice)
-        # Micro-batches of one step through the models together (see InversionSettings.fuse_micro_batches). The
-        # reference loop keeps the official script's one-by-one accumulation.
-        self.fused = not s.reference and s.gradient_accumulation_steps > 1 and (
-            s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
-        )
+        self._make_parameter(init_id)
+        self.fused = self._fuses()
         self.sampler = RelationFocalSampler(self.noise_scheduler.config.num_train_timesteps, s.alpha if s.importance_sampling else 0.0)
         self.generator = torch.Generator().manual_seed(s.seed + acc.process_index)  # all randomness of the run
         self.start_step = 0
         self.last_losses: dict[str, float] = {}
 
-    def _splice(self, module, args, output):
-        """Forward hook on the token embedding: put the current <R> wherever the placeholder id appears."""
-        relation = self.relation_ddp if torch.is_grad_enabled() else self.relation
-        # Accelerate returns a prepared module's outputs in fp32 under mixed precision; the text encoder's
-        # layers are in the run's dtype (CPU layer_norm refuses a mix), so hand back the table's dtype.
-        return relation(args[0], output).to(output.dtype)
+    def _make_parameter(self, init_id: int) -> None:
+        """<R> as one parameter started at the initializer's row, spliced in by a hook on the embedding table, and
+        its AdamW (the reference loop overrides this)."""
+        table = self.text_encoder.get_input_embeddings()
+        self.relation = RelationVector(table.weight[init_id].detach().float(), self.placeholder_id).to(self.device)
+        self.relation_ddp, self.optimizer = self.accelerator.prepare(self.relation, self._adamw([self.relation.vector]))
+        self._hook = self.relation.splice_into(table, self.relation_ddp)
+
+    def _adamw(self, params: list[torch.Tensor]) -> torch.optim.AdamW:
+        s = self.settings
+        return torch.optim.AdamW(params, lr=s.effective_learning_rate(self.accelerator.num_processes),
+                                 betas=(s.adam_beta1, s.adam_beta2), weight_decay=s.adam_weight_decay, eps=s.adam_epsilon)
+
+    def _fuses(self) -> bool:
+        """Whether a step's micro-batches go through the models together (see InversionSettings.fuse_micro_batches;
+        the reference loop overrides this: it keeps the official script's one-by-one accumulation)."""
+        s = self.settings
+        return s.gradient_accumulation_steps > 1 and (
+            s.fuse_micro_batches == "on" or (s.fuse_micro_batches == "auto" and self.device.type == "cpu")
+        )
 
     # ------------------------------------------------------------------------------------------- what a run shows
     @property
@@ -283,8 +245,7 @@ class Inversion:
         return self.data.positive_embeds
 
     def current_vector(self) -> torch.Tensor:
-        if self.settings.reference:
-            return self.text_encoder.get_input_embeddings().weight[self.placeholder_id]
+        """The <R> being learned (the reference loop overrides this)."""
         return self.relation.vector
 
     # ------------------------------------------------------------------------------------------- control
@@ -325,10 +286,7 @@ class Inversion:
                     sums["loss"] += loss.item() * share
                     sums["denoise"] += l_denoise.item() * share
                     sums["steer"] += l_steer.item() * share
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if s.reference:
-                    self._restore_other_rows()
+                self._optimizer_step()
                 if not self._usable(self.current_vector()):
                     yield self._fail(step, start, "the <R> vector")
                     return
@@ -351,6 +309,11 @@ class Inversion:
             return
         yield self._end(FinishedEvent, total, start)
 
+    def _optimizer_step(self) -> None:
+        """One AdamW step on <R> (the reference loop overrides this)."""
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
     def _usable(self, vector: torch.Tensor) -> bool:
         """Finite in the models' dtype, and small enough that the text encoder's layer norm (a mean of squares)
         stays finite: a larger vector gives NaN images although each of its numbers is finite."""
@@ -362,13 +325,7 @@ class Inversion:
         s, g, dev, by_image = self.settings, self.generator, self.device, self.data.captions_of_image
         images = torch.randint(len(self.exemplars), (s.train_batch_size,), generator=g)
         captions = [by_image[i][torch.randint(len(by_image[i]), (1,), generator=g).item()] for i in images.tolist()]
-        if s.reference:  # the official loop: encode the images every step
-            dist = self.vae.encode(self.data.pixels[images].to(dev, self.weight_dtype)).latent_dist
-            latents = dist.mean.float() + dist.std.float() * torch.randn(dist.mean.shape, generator=g).to(dev)
-        else:
-            mean, std = self.data.latent_mean[images.to(dev)], self.data.latent_std[images.to(dev)]
-            latents = mean + std * torch.randn(mean.shape, generator=g).to(dev)
-        latents = latents * self.data.latent_scale
+        latents = self._latents(images) * self.data.latent_scale
         noise = torch.randn(latents.shape, generator=g).to(dev)
         timesteps = self.sampler.sample(s.train_batch_size, g).to(dev)
         chosen = torch.randperm(len(self.data.positive_embeds), generator=g)[: s.num_positives].to(dev)
@@ -377,6 +334,13 @@ class Inversion:
             "input_ids": self.data.caption_ids[captions].to(dev), "latents": latents, "noise": noise,
             "timesteps": timesteps, "chosen": chosen, "negatives": negatives,
         }
+
+    def _latents(self, images: torch.Tensor) -> torch.Tensor:
+        """A sample of the images' latent distributions, computed once before the first step (the reference loop
+        overrides this: it encodes the images every step)."""
+        dev = self.device
+        mean, std = self.data.latent_mean[images.to(dev)], self.data.latent_std[images.to(dev)]
+        return mean + std * torch.randn(mean.shape, generator=self.generator).to(dev)
 
     def _losses(self, draws: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """L_denoise at relation-focal timesteps over the draws' samples (one model call for all of them; equal-sized
@@ -396,55 +360,24 @@ class Inversion:
         ]).mean()
         return l_denoise, l_steer
 
-    def _restore_other_rows(self) -> None:
-        """Reference mode: AdamW moved every row of the table (weight decay); put all but <R> back."""
-        with torch.no_grad():
-            weight = self.text_encoder.get_input_embeddings().weight
-            keep = torch.ones(len(weight), dtype=torch.bool, device=weight.device)
-            keep[self.placeholder_id] = False
-            weight[keep] = self.original_table[keep]
-
     # ------------------------------------------------------------------------------------------- previews
     def preview_pipeline(self):
         """A DDIM StableDiffusionPipeline over the run's own components (it sees the current <R> through the hook)."""
-        from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-        pipe = StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            scheduler=DDIMScheduler.from_config(self.noise_scheduler.config), safety_checker=None,
-            feature_extractor=None, requires_safety_checker=False,
-        )
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
+        return preview_pipeline(self.vae, self.text_encoder, self.tokenizer, self.unet, self.noise_scheduler.config)
 
     def _preview(self, step: int) -> PreviewEvent:
-        s = self.settings
-        prompt = s.validation_prompt.replace("<R>", s.placeholder_token).replace("{}", s.placeholder_token)
-        generators = [torch.Generator().manual_seed(s.seed + i) for i in range(s.preview_images)]
         with self.accelerator.autocast():
-            images = self.preview_pipeline()(
-                [prompt] * s.preview_images, num_inference_steps=s.preview_steps, generator=generators,
-                height=self.resolution, width=self.resolution,
-            ).images
-        self.last_preview = images
-        return PreviewEvent(step, prompt, images)
+            self.last_preview = preview_images(self.preview_pipeline(), self.settings, self.resolution)
+        return PreviewEvent(step, preview_prompt(self.settings), self.last_preview)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int) -> Path | None:
         """Write vector, optimizer state, step and RNG to ``checkpoint_dir/step-XXXXXX.pt`` (atomically)."""
         if not self.accelerator.is_main_process:
             return None
-        scaler = getattr(self.accelerator, "scaler", None)
-        state = {
-            "step": step, "name": self.name, "token": self.settings.placeholder_token,
-            "base_model": self.base_model_id, "settings": self.settings.to_dict(),
-            "vector": self.current_vector().detach().float().cpu(), "optimizer": self.optimizer.state_dict(),
-            "rng": self.generator.get_state(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "losses": dict(self.last_losses),
-        }
+        state = checkpoint_state(step, self.name, self.settings, self.base_model_id, self.current_vector(), self.optimizer,
+                                 self.generator, getattr(self.accelerator, "scaler", None), self.last_losses)
         return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
-
-    _read_checkpoint = staticmethod(read_checkpoint)  # the app's continue path still calls it by this name
 
     def _restore(self, state: dict) -> None:
         check_resumable(state, self.settings, self.text_encoder.get_input_embeddings().weight.shape[1])
@@ -461,28 +394,15 @@ class Inversion:
     # ------------------------------------------------------------------------------------------- the end
     def _relation(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> RelationPrompt:
         s = self.settings
-        card = {
-            "base_model": self.base_model_id,
-            "base_model_source": self.base_model_source,
-            "steps": steps,
-            "status": status,
-            "settings": s.to_dict(),
-            "effective_learning_rate": s.effective_learning_rate(self.accelerator.num_processes),
-            "exemplar_captions": self.exemplars.captions_by_image,
-            "relation": self.exemplars.relation,
-            "final_losses": self.last_losses,
-            "pos_backend": self.pos_backend,
-            "negative_words": self.negative_words,
+        card = {  # what card.json records of the run (relation_file adds name, token, size and date)
+            "base_model": self.base_model_id, "base_model_source": self.base_model_source, "steps": steps, "status": status,
+            "settings": s.to_dict(), "effective_learning_rate": s.effective_learning_rate(self.accelerator.num_processes),
+            "exemplar_captions": self.exemplars.captions_by_image, "relation": self.exemplars.relation,
+            "final_losses": self.last_losses, "pos_backend": self.pos_backend, "negative_words": self.negative_words,
             **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
-            "resolution": self.resolution,
-            "elapsed_s": round(elapsed, 2),
+            "resolution": self.resolution, "elapsed_s": round(elapsed, 2),
         }
-        preview = None
-        if self.last_preview:
-            preview = Image.new("RGB", (sum(i.width for i in self.last_preview), self.last_preview[0].height))
-            for k, image in enumerate(self.last_preview):
-                preview.paste(image, (k * image.width, 0))
-        return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, preview)
+        return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, strip(self.last_preview))
 
     def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
         """Write <R> into the table (only its row changes), drop the hook and save the relation folder."""

@@ -66,13 +66,13 @@ def with_token(exemplars: ExemplarSet, token: str) -> ExemplarSet:
 
 @dataclass
 class Precomputed:
-    """Everything the loop samples from. Latent distributions are None in reference mode (it encodes every step)."""
+    """Everything the loop samples from."""
 
     resolution: int
     pixels: torch.Tensor  # [N, 3, H, W] in [-1, 1]
     latent_scale: float
-    latent_mean: torch.Tensor | None
-    latent_std: torch.Tensor | None
+    latent_mean: torch.Tensor  # [N, C, h, w]: each exemplar's VAE latent distribution
+    latent_std: torch.Tensor
     captions: list[tuple[int, str]]  # (image index, caption)
     caption_ids: torch.Tensor  # [C, max_length]
     captions_of_image: list[list[int]]
@@ -94,15 +94,13 @@ def precompute(
     vae_scale = 2 ** (len(vae.config.block_out_channels) - 1)
     resolution = s.resolution or unet.config.sample_size * vae_scale
     pixels = exemplar_pixels([e.image for e in exemplars.exemplars], resolution)
-    latent_mean = latent_std = None
-    if not s.reference:  # each step samples from these distributions, as the paper's loop does
-        means, stds = [], []
-        with torch.no_grad():
-            for chunk in pixels.split(4):
-                dist = vae.encode(chunk.to(device, weight_dtype)).latent_dist
-                means.append(dist.mean.float())
-                stds.append(dist.std.float())
-        latent_mean, latent_std = torch.cat(means), torch.cat(stds)
+    means, stds = [], []  # each step samples from these distributions, as the paper's loop does
+    with torch.no_grad():
+        for chunk in pixels.split(4):
+            dist = vae.encode(chunk.to(device, weight_dtype)).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+    latent_mean, latent_std = torch.cat(means), torch.cat(stds)
 
     # Captions -> token ids; each caption remembers its image.
     captions = [(i, c) for i, e in enumerate(exemplars.exemplars) for c in e.captions]

@@ -218,6 +218,7 @@ def score_relation(
     from .relation_file import load_relation
 
     start = time.perf_counter()
+    # 1. The relation, and the scorer that reads its images: the world's on a world base model, else CLIP.
     if not isinstance(relation, RelationPrompt):
         relation = load_relation(relation, generator.relations_dir)
     if scorer not in ("auto", "world", "clip"):
@@ -230,6 +231,7 @@ def score_relation(
             f"Relation {relation.name!r} does not say which world relation it shows (its card names none), so the world "
             "scorer cannot judge it; train it from a benchmark set or score it with CLIP."
         )
+    # 2. The entity pairs the exemplars do not show, and the sampler's settings.
     if isinstance(pairs, int):
         if not 1 <= pairs <= MAX_PAIRS:
             raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
@@ -240,6 +242,7 @@ def score_relation(
     if not 1 <= int(steps) <= 1000:
         raise ReVersionError(f"The number of denoising steps must be between 1 and 1000, not {steps}.")
 
+    # 3. One image per pair with <R>, and one with the relation's own phrase (same pairs and seeds) as a reference.
     phrase = None
     if reference and world_name is not None:
         from .world import RELATIONS
@@ -258,6 +261,7 @@ def score_relation(
     images = _generate(generator, [f"{a} {token} {b}" for a, b in pairs], seeds, steps, guidance_scale, tick)
     ref_images = _generate(generator, [f"{a} {phrase} {b}" for a, b in pairs], seeds, steps, guidance_scale, tick) if phrase else []
 
+    # 4. The card: every image read, the figures beside the phrase's and chance.
     card = ReportCard(
         relation=relation.name, kind=scorer, base_model=generator.base_model_id, world_relation=world_name,
         pairs=pairs, metrics={}, reference_prompt=f"E_A {phrase} E_B" if phrase else None, steps=int(steps),

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relation-probe", help="a saved relation probe (.safetensors) for the clip scorer")
     p.add_argument("--grid", help="write the scored images to this PNG")
     p.add_argument("--no-save", action="store_true", help="do not write the figures into the relation's card.json")
-    p.add_argument("--base-model", help="default: the embedded model, else SD 1.5")
+    p.add_argument("--base-model", help="default: SD 1.5 on a GPU, else the embedded model")
     p.add_argument("--relations-dir", default="relations")
     p.add_argument("--device", choices=DEVICE_CHOICES)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

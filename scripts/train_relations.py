@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from reversion_core.base_model import DEFAULT_BASE_MODEL  # noqa: E402
+from reversion_core.runtime import DEFAULT_BASE_MODEL  # noqa: E402
 from reversion_core.benchmarks import load_benchmark, split_template  # noqa: E402
 from reversion_core.generation import RelationGenerator  # noqa: E402
 from reversion_core.inversion import FailedEvent, FinishedEvent, Inversion, StepEvent  # noqa: E402

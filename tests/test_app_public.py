@@ -85,8 +85,8 @@ def own_folder(data: Path, name: str) -> list[Path]:
 # ----------------------------------------------------------------------------------------------- what runs where
 def test_the_header_names_the_base_model_and_the_device_of_each_hardware(tmp_path):
     import app as studio_app
-    from reversion_core.hosting import pick_runtime
-    from reversion_core.studio import Studio
+    from server.hosting import pick_runtime
+    from server.studio import Studio
 
     cases = [({"SPACES_ZERO_GPU": "true"}, {}, "Running **SD 1.5 on ZeroGPU (fp16, SDPA)**."),
              ({}, {"cuda_available": True, "xformers_works": True, "gpu_name": "NVIDIA L4"},

@@ -1,4 +1,4 @@
-"""The app's helpers in reversion_core.studio, without a server: benchmark browsing, uploads, the training slot."""
+"""The app's server side without a server: benchmark browsing, uploads, the training slot, the studio."""
 from __future__ import annotations
 
 import json
@@ -7,11 +7,13 @@ import threading
 import pytest
 from PIL import Image
 
+from reversion_core.benchmarks import list_benchmark_sets, split_template
 from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import exemplars_from_files
-from reversion_core.forms import bounded
-from reversion_core.studio import benchmark_view, list_benchmark_sets, split_template, upscale
-from reversion_core.training_jobs import TrainingJob, TrainingSlot, TrainUpdate, loss_frames, loss_rows
+from server.benchmark_view import benchmark_view, upscale
+from server.forms import bounded
+from server.training_jobs import TrainingJob, TrainingSlot, TrainUpdate
+from server.training_view import loss_frames, loss_rows
 
 
 def official_layout(root, name="painted_on"):
@@ -190,12 +192,12 @@ def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, 
     from reversion_core.exemplars import load_exemplars
     from reversion_core.inversion import Inversion
     from reversion_core.settings import InversionSettings
-    from reversion_core.studio import Studio
+    from server.studio import Studio
 
     monkeypatch.setattr(Inversion, "_usable", lambda self, vector: False)  # what a far too large step does to <R>
     studio = Studio(tiny_model_dir, tmp_path / "relations", tmp_path, tmp_path / "tmp", device="cpu")
     settings = InversionSettings(max_train_steps=3, train_batch_size=1, gradient_accumulation_steps=1)
-    last = list(studio.train(None, load_exemplars(exemplar_dir), "blown_up", settings))[-1]
+    last = list(studio.train(None, studio.new_training(load_exemplars(exemplar_dir), "blown_up", settings)))[-1]
     assert last.status.startswith("Failed at step 1. Training stopped at step 1 because the <R> vector became NaN")
     assert last.warning == last.status
 
@@ -203,7 +205,7 @@ def test_a_run_whose_vector_turns_non_finite_is_shown_as_failed(tiny_model_dir, 
 def test_every_world_set_is_browsable_and_one_without_a_learned_relation_offers_none(tmp_path):
     from pathlib import Path
 
-    from reversion_core.studio import Studio
+    from server.studio import Studio
     from reversion_core.world import RELATION_NAMES
 
     benchmark = Path(__file__).resolve().parents[1] / "assets" / "benchmark"
@@ -218,7 +220,7 @@ def test_relations_for_another_base_model_are_listed_apart_with_the_reason(tiny_
     import torch
 
     from reversion_core.relation_file import RelationPrompt, save_relation
-    from reversion_core.studio import Studio
+    from server.studio import Studio
     from ui.wiring import unusable_text
 
     relations = tmp_path / "relations"
@@ -237,12 +239,35 @@ def test_relations_for_another_base_model_are_listed_apart_with_the_reason(tiny_
 def test_a_training_longer_than_the_gpu_cap_is_refused_before_it_is_queued(tiny_model_dir, exemplar_dir, tmp_path):
     from reversion_core.exemplars import load_exemplars
     from reversion_core.settings import InversionSettings
-    from reversion_core.studio import Studio
+    from server.studio import Studio
 
     studio = Studio(tiny_model_dir, tmp_path / "relations", temp_dir=tmp_path / "tmp", device="cpu", cap_s=120)
     settings = InversionSettings(max_train_steps=2000, train_batch_size=1, gradient_accumulation_steps=1)
     # the runner's starting estimate: (15 s + 2000 x 0.15 s) x 1.25 = 394 s; (120 s / 1.25 - 15 s) / 0.15 s = 540 steps fit
     with pytest.raises(ReVersionError, match=r"^2000 training steps need about 394 GPU seconds, more than this app's limit "
                                              r"of 120; at most 540 steps fit, so ask for 540 steps or fewer\.$"):
-        studio.start_training("alice", load_exemplars(exemplar_dir), "too_long", settings)
+        studio.start_training("alice", studio.new_training(load_exemplars(exemplar_dir), "too_long", settings))
     assert not studio.slot.busy()
+
+
+def test_a_train_click_builds_its_settings_once_and_the_loop_gets_that_very_object(tiny_model_dir, tmp_path, monkeypatch):
+    from reversion_core.inversion import Inversion
+    from reversion_core.settings import InversionSettings
+    from server.forms import TrainForm
+    from server.studio import Studio
+
+    studio = Studio(tiny_model_dir, tmp_path / "relations", temp_dir=tmp_path / "tmp", device="cpu")
+    validated, loop_got = [], []
+    check = InversionSettings.validate
+    monkeypatch.setattr(InversionSettings, "validate", lambda self: validated.append(self) or check(self))
+    build = Inversion.from_components.__func__
+    monkeypatch.setattr(Inversion, "from_components", classmethod(
+        lambda cls, exemplars, pipeline, name, settings, **options: loop_got.append(settings) or build(cls, exemplars, pipeline, name, settings, **options)))
+    # the API's names (steps, batch_size, grad_accum, preview_prompt) are the settings' inside the code
+    form = TrainForm.from_values(set_name="above", name="once", max_train_steps=2, train_batch_size=1,
+                                 gradient_accumulation_steps=1, preview_every=0, validation_prompt="square <R> circle")
+    request = studio.training_request(form)
+    updates = list(studio.train(None, request))
+    assert updates[-1].status.startswith("Finished at step 2")
+    assert loop_got == [request.settings] and loop_got[0] is request.settings and validated == [request.settings]
+    assert (request.settings.max_train_steps, request.settings.validation_prompt) == (2, "square <R> circle")

@@ -6,10 +6,7 @@ import re
 import pytest
 import torch
 
-from reversion_core import base_model
-from reversion_core.base_model import (
-    DEFAULT_BASE_MODEL, SD15_HUB_ID, base_model_id, embedding_fingerprint, load_pipeline, resolve_source, same_base_model,
-)
+from reversion_core.base_model import base_model_id, embedding_fingerprint, load_pipeline, same_base_model
 from reversion_core.errors import ReVersionError
 
 
@@ -21,23 +18,6 @@ def test_diffusers_folder_loads_real_classes(tiny_pipeline):
     assert isinstance(tiny_pipeline.unet, UNet2DConditionModel) and isinstance(tiny_pipeline.vae, AutoencoderKL)
     assert isinstance(tiny_pipeline.text_encoder, CLIPTextModel) and isinstance(tiny_pipeline.tokenizer, CLIPTokenizer)
     assert tiny_pipeline.tokenizer.tokenize("circle above square") == ["circle</w>", "above</w>", "square</w>"]
-
-
-def test_default_is_the_embedded_model_folder():
-    assert DEFAULT_BASE_MODEL.parts[-2:] == ("assets", "base-model")
-
-
-def test_source_is_the_argument_then_the_environment_then_the_embedded_model_then_sd15(monkeypatch, tmp_path):
-    embedded = tmp_path / "base-model"
-    embedded.mkdir()
-    monkeypatch.setattr(base_model, "DEFAULT_BASE_MODEL", embedded)
-    monkeypatch.delenv("REVERSION_BASE_MODEL", raising=False)
-    assert resolve_source(None) == SD15_HUB_ID  # the folder holds no model yet
-    (embedded / "model_index.json").write_text("{}")
-    assert resolve_source(None) == str(embedded)
-    monkeypatch.setenv("REVERSION_BASE_MODEL", "some/model")
-    assert resolve_source(None) == "some/model"
-    assert resolve_source(tmp_path / "mine") == str(tmp_path / "mine")
 
 
 def test_hub_model_not_on_this_machine(monkeypatch):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from reversion_core.base_model import DEFAULT_BASE_MODEL, resolve_source
+from reversion_core.runtime import DEFAULT_BASE_MODEL, resolve_source
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "assets" / "base-model"
@@ -15,7 +15,7 @@ MODEL = ROOT / "assets" / "base-model"
 def test_the_embedded_model_is_the_default_base_model(monkeypatch):
     monkeypatch.delenv("REVERSION_BASE_MODEL", raising=False)
     assert Path(DEFAULT_BASE_MODEL).resolve() == MODEL.resolve()
-    assert Path(resolve_source(None)).resolve() == MODEL.resolve()
+    assert Path(resolve_source(None, "cpu")).resolve() == MODEL.resolve()
 
 
 def test_the_embedded_model_is_small_enough_to_ship():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from reversion_core.base_model import DEFAULT_BASE_MODEL
+from reversion_core.runtime import DEFAULT_BASE_MODEL
 from reversion_core.benchmarks import load_benchmark, paper_relations, paper_templates
 from reversion_core.errors import ReVersionError
 from reversion_core.evaluation import METHODS, EvaluationConfig, aggregate, evaluate, image_seed, preset_config

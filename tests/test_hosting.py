@@ -3,9 +3,10 @@ import pytest
 import torch
 from spaces.config import Settings  # imported at collection, before any test sets the ZeroGPU switch
 
-from reversion_core.base_model import DEFAULT_BASE_MODEL, SD15_HUB_ID
+from reversion_core.runtime import DEFAULT_BASE_MODEL, SD15_HUB_ID
 from reversion_core.errors import ReVersionError
-from reversion_core.hosting import env_flag, pick_runtime, public_mode, split_relations
+from server.hosting import env_flag, pick_runtime, public_mode
+from server.shelves import split_relations
 from reversion_core.relation_file import RelationPrompt
 
 ZERO = {"SPACES_ZERO_GPU": "true", "SPACE_ID": "someone/reversion"}
@@ -17,14 +18,14 @@ def no_probe():
 
 def test_zero_gpu_runs_sd15_in_fp16_with_sdpa_without_touching_cuda():
     runtime = pick_runtime(ZERO, cuda_available=no_probe, xformers_works=no_probe)
-    assert (runtime.hardware, runtime.base_model, runtime.device, runtime.dtype, runtime.attention) == (
+    assert (runtime.hardware, runtime.base_model, runtime.device, runtime.precision, runtime.attention) == (
         "zerogpu", SD15_HUB_ID, "cuda", "fp16", "sdpa")
     assert runtime.description == "SD 1.5 on ZeroGPU (fp16, SDPA)"
 
 
 def test_cuda_gpu_runs_sd15_with_xformers_when_it_works():
     runtime = pick_runtime({}, cuda_available=True, xformers_works=True, gpu_name="NVIDIA H100 80GB HBM3")
-    assert (runtime.hardware, runtime.base_model, runtime.dtype, runtime.attention) == ("cuda", SD15_HUB_ID, "fp16", "xformers")
+    assert (runtime.hardware, runtime.base_model, runtime.precision, runtime.attention) == ("cuda", SD15_HUB_ID, "fp16", "xformers")
     assert runtime.description == "SD 1.5 on NVIDIA H100 80GB HBM3 (fp16, xformers)"
 
 
@@ -34,7 +35,7 @@ def test_cuda_gpu_falls_back_to_sdpa_when_xformers_does_not_work():
 
 def test_cpu_runs_the_embedded_model_in_fp32():
     runtime = pick_runtime({}, cuda_available=False, xformers_works=no_probe)
-    assert (runtime.hardware, runtime.base_model, runtime.device, runtime.dtype, runtime.attention) == (
+    assert (runtime.hardware, runtime.base_model, runtime.device, runtime.precision, runtime.attention) == (
         "cpu", str(DEFAULT_BASE_MODEL), "cpu", "no", "sdpa")
     assert runtime.description == "Embedded miniature model on CPU (fp32, SDPA)"
 
@@ -47,7 +48,7 @@ def test_base_model_variable_overrides_the_hub_id_on_a_gpu():
 
 def test_explicit_flags_win_over_the_automatic_choice():
     runtime = pick_runtime(ZERO, device="cpu", cuda_available=False, base_model="/models/x", precision="bf16", public=False)
-    assert (runtime.hardware, runtime.device, runtime.base_model, runtime.dtype, runtime.public) == (
+    assert (runtime.hardware, runtime.device, runtime.base_model, runtime.precision, runtime.public) == (
         "cpu", "cpu", "/models/x", "bf16", False)
     assert pick_runtime({}, cuda_available=True, xformers_works=True, gpu_name="G", attention="sdpa").attention == "sdpa"
 

@@ -8,6 +8,7 @@ from reversion_core.errors import ReVersionError
 from reversion_core.inversion import (
     CheckpointEvent, FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent,
 )
+from reversion_core.reference_loop import ReferenceInversion, inversion_class
 from reversion_core.relation_file import load_relation
 from reversion_core.settings import InversionSettings
 
@@ -176,7 +177,7 @@ def test_v_prediction_models_train(exemplar_dir, tmp_path, tiny_vpred_model_dir)
 
 def test_fast_loop_matches_the_reference_loop(exemplar_dir, tmp_path, tiny_model_dir):
     fast = list(Inversion(exemplar_dir, "fast", settings(), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu"))
-    reference = Inversion(exemplar_dir, "ref", settings(reference=True), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu")
+    reference = ReferenceInversion(exemplar_dir, "ref", settings(reference=True), base_model=tiny_model_dir, relations_dir=tmp_path, device="cpu")
     original = reference.text_encoder.get_input_embeddings().weight.detach().clone()
     ref = list(reference)
     table = reference.text_encoder.get_input_embeddings().weight
@@ -206,7 +207,9 @@ def test_fused_micro_batches_draw_the_same_samples_and_reach_the_same_vector(exe
 def test_micro_batches_fuse_on_cpu_by_default_and_never_in_the_reference_loop(exemplar_dir, tmp_path, tiny_pipeline):
     assert run(exemplar_dir, tmp_path, tiny_pipeline).fused
     assert not run(exemplar_dir, tmp_path, tiny_pipeline, fuse_micro_batches="off", placeholder_token="<R1>").fused
-    assert not run(exemplar_dir, tmp_path, tiny_pipeline, reference=True, fuse_micro_batches="on", placeholder_token="<R2>").fused
+    reference = ReferenceInversion(exemplar_dir, "rel", settings(reference=True, fuse_micro_batches="on", placeholder_token="<R2>"),
+                                   base_model=tiny_pipeline, relations_dir=tmp_path / "relations", device="cpu")
+    assert not reference.fused
     with pytest.raises(ReVersionError, match="fuse_micro_batches 'sometimes' is unknown; use one of auto, on, off"):
         settings(fuse_micro_batches="sometimes")
 
@@ -235,7 +238,7 @@ def test_existing_relation_folder_is_refused_before_any_step(exemplar_dir, tmp_p
 
 
 def test_fp16_on_cpu_is_refused(exemplar_dir, tmp_path, tiny_pipeline):
-    with pytest.raises(ReVersionError, match="Mixed precision fp16 needs a GPU"):
+    with pytest.raises(ReVersionError, match=r"^Half precision \(fp16\) needs a GPU; use .no. or .bf16. on CPU\.$"):
         run(exemplar_dir, tmp_path, tiny_pipeline, mixed_precision="fp16")
 
 
@@ -399,3 +402,11 @@ def test_leftover_checkpoint_temporaries_older_than_the_run_are_removed(exemplar
     list(Inversion(exemplar_dir, "rel", settings(max_train_steps=1, checkpoint_every=1), base_model=tiny_pipeline,
                    relations_dir=tmp_path / "relations", checkpoint_dir=tmp_path / "ckpt", device="cpu"))
     assert sorted(os.listdir(tmp_path / "ckpt")) == ["step-000001.pt"]
+
+
+def test_each_loop_refuses_the_other_loops_settings_and_the_settings_pick_the_loop(exemplar_dir, tmp_path, tiny_pipeline):
+    with pytest.raises(ReVersionError, match=r"^Settings with reference=True run in the official script's loop"):
+        run(exemplar_dir, tmp_path, tiny_pipeline, reference=True)
+    with pytest.raises(ReVersionError, match=r"^A ReferenceInversion needs settings with reference=True\.$"):
+        ReferenceInversion(exemplar_dir, "rel", settings(), base_model=tiny_pipeline, relations_dir=tmp_path, device="cpu")
+    assert (inversion_class(settings(reference=True)), inversion_class(settings())) == (ReferenceInversion, Inversion)

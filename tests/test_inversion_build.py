@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from reversion_core.errors import ReVersionError
-from reversion_core.inversion import CheckpointEvent, Inversion, StepEvent, read_checkpoint
+from reversion_core.inversion import CheckpointEvent, Inversion, StepEvent
+from reversion_core.run_files import read_checkpoint
 from reversion_core.settings import InversionSettings
 
 

@@ -27,7 +27,7 @@ from reversion_core.relation_file import RelationPrompt, load_relation, save_rel
 from reversion_core.report_card import GRID_FILE, MARK_COLOURS
 from reversion_core.errors import ReVersionError
 from reversion_core.report_card import score_relation
-from reversion_core.report_card_view import NO_CARD, UNREADABLE_CARD, CardView, is_read_only, save_and_view, saved_card_view
+from server.card_view import NO_CARD, UNREADABLE_CARD, CardView, is_read_only, save_and_view, saved_card_view
 from reversion_core.world import COLOURS, RELATION_NAMES, SHAPES
 from test_report_card import WorldPainter as PlainPainter
 from test_report_card import world_relation
@@ -80,8 +80,8 @@ def test_a_read_only_relation_is_shown_but_not_saved(tmp_path):
 
 
 def test_shipped_relations_are_read_only_in_public_mode_and_nothing_is_in_a_shared_folder(tmp_path):
-    from reversion_core.visitors import SharedShelf, VisitorShelf
-    from reversion_core.workspaces import Workspaces
+    from server.shelves import SharedShelf, VisitorShelf
+    from server.workspaces import Workspaces
 
     shipped = world_relation(tmp_path)  # in tmp_path/relations, the shipped folder below
     visitor = VisitorShelf(Workspaces(tmp_path / "relations", tmp_path / "data").for_visitor("page:a"))
@@ -95,7 +95,7 @@ def test_a_card_that_cannot_be_written_is_shown_with_the_reason(tmp_path, monkey
     def refuse(*_):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("reversion_core.report_card_view.save_report_card", refuse)
+    monkeypatch.setattr("server.card_view.save_report_card", refuse)
     view = save_and_view(*scored(tmp_path, pairs=2))
     assert "The card could not be saved (Permission denied); it is shown here only." in view.text and view.table
 
@@ -129,8 +129,8 @@ def test_a_card_naming_a_missing_grid_shows_the_table_without_it(tmp_path):
 @pytest.fixture
 def world_runner(world_model_dir, tmp_path):
     from reversion_core.generation import RelationGenerator
-    from reversion_core.hosting import pick_runtime
-    from reversion_core.zerogpu import GpuRunner, StepTimes
+    from server.gpu_runner import GpuRunner, StepTimes
+    from server.hosting import pick_runtime
 
     runtime = pick_runtime({}, cuda_available=False, base_model=str(world_model_dir))
     generator = RelationGenerator(runtime.base_model, device="cpu", relations_dir=tmp_path / "relations")
@@ -138,7 +138,8 @@ def world_runner(world_model_dir, tmp_path):
 
 
 def test_the_runner_streams_progress_then_the_card_with_the_pipeline_locked(world_runner, world_model_dir, tmp_path):
-    from reversion_core.zerogpu import ScoreProgress, ScoreRequest
+    from server.forms import ScoreRequest
+    from server.gpu_runner import ScoreProgress
 
     save_world_relation(world_model_dir, tmp_path / "relations", "mine")
     generate = world_runner.generator.generate_prompts
@@ -158,7 +159,7 @@ def test_the_runner_streams_progress_then_the_card_with_the_pipeline_locked(worl
 
 
 def test_a_card_longer_than_the_gpu_cap_is_refused_saying_how_many_pairs_fit(world_runner):
-    from reversion_core.zerogpu import ScoreRequest
+    from server.forms import ScoreRequest
 
     world_runner.cap_s, world_runner.times.generation = 60.0, 0.1  # 16 pairs x 2 x 25 steps x 0.1 s x 1.25 = 100 s
     with pytest.raises(ReVersionError) as info:
@@ -168,7 +169,7 @@ def test_a_card_longer_than_the_gpu_cap_is_refused_saying_how_many_pairs_fit(wor
 
 
 def test_a_failure_inside_the_runner_reaches_the_caller(world_runner, tmp_path):
-    from reversion_core.zerogpu import ScoreRequest
+    from server.forms import ScoreRequest
 
     with pytest.raises(ReVersionError, match="does not exist"):
         list(world_runner.score(ScoreRequest(str(tmp_path / "missing"), pairs=2, steps=2)))
@@ -208,8 +209,8 @@ def panel_app(world_model_dir, tmp_path_factory):
     """A minimal Blocks with a relation dropdown and the panel (the studio's shared shelf), served in-process:
     (url, relations folder)."""
     gr = pytest.importorskip("gradio")
+    from server.studio import Studio
     from ui.score_panel import build_score_panel
-    from reversion_core.studio import Studio
     from test_app import free_port
 
     base = tmp_path_factory.mktemp("panel")

@@ -52,14 +52,14 @@ def test_ctrl_c_during_a_step_ends_with_stopped_event_and_saves_the_last_finishe
 # ----------------------------------------------------------------------------------------------- mixed precision
 def with_grad_scaler(monkeypatch):
     """Runs get a real GradScaler (on CPU; the scale doubles every step) as accelerate gives fp16 runs on a GPU."""
-    make = inversion_module._make_accelerator
+    make = inversion_module.make_accelerator
 
-    def make_with_scaler(mixed_precision, cpu):
-        accelerator = make(mixed_precision, cpu)
+    def make_with_scaler(precision, cpu):
+        accelerator = make(precision, cpu)
         accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
         return accelerator
 
-    monkeypatch.setattr(inversion_module, "_make_accelerator", make_with_scaler)
+    monkeypatch.setattr(inversion_module, "make_accelerator", make_with_scaler)
 
 
 def test_gradient_scaler_state_is_checkpointed_and_restored_on_resume(exemplar_dir, tmp_path, tiny_model_dir, monkeypatch):
@@ -141,3 +141,16 @@ def test_two_cpu_processes_sync_the_gradient_once_a_step_and_keep_one_vector(exe
     assert ranks[0]["lr"] == pytest.approx(2.5e-4 * 1 * 3 * 2)  # scaled by batch x accumulation x processes
     assert torch.equal(ranks[0]["vector"], ranks[1]["vector"])  # each rank drew other samples, yet one <R>
     assert load_relation(tmp_path / "relations" / "two").card["steps"] == 2
+
+
+def test_the_cli_the_app_and_each_visitor_keep_run_folders_in_runs_beside_their_relations(tmp_path):
+    from reversion_core.run_files import runs_dir
+    from server.shelves import VisitorShelf
+    from server.studio import Studio
+    from server.workspaces import Workspaces
+
+    assert runs_dir(tmp_path / "relations") == tmp_path / "runs"
+    studio = Studio(relations_dir=tmp_path / "relations", temp_dir=tmp_path / "tmp")
+    assert studio.shared.runs_dir == tmp_path / "runs"
+    visitor = VisitorShelf(Workspaces(tmp_path / "relations", tmp_path / "data").for_visitor("alice"))
+    assert visitor.runs_dir == runs_dir(visitor.relations_dir)

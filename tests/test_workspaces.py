@@ -8,7 +8,7 @@ import torch
 
 from reversion_core.errors import ReVersionError
 from reversion_core.relation_file import RelationPrompt, load_relation, save_relation
-from reversion_core.workspaces import Limits, Workspaces, data_dir, use_data_dir_for_hub_cache, visitor_folder
+from server.workspaces import Limits, Workspaces, data_dir, use_data_dir_for_hub_cache, visitor_folder
 
 
 def make_relation(folder: Path, name: str, value: float = 1.0) -> Path:

@@ -248,3 +248,10 @@ def test_held_out_relations_can_be_prompted_by_their_own_phrase_or_their_vague_w
         assert f" {RELATIONS[r].phrase} " in by_phrase[r]
         assert f" {vague_words(r)[0]} " in by_vague[r] and RELATIONS[r].phrase not in by_vague[r]
     assert by_phrase["above"] == by_vague["above"]  # named relations are prompted by their phrase either way
+
+
+def test_every_relation_has_its_own_named_test_in_the_scorers_table():
+    from reversion_core.world.scorer import RELATION_TESTS
+
+    assert sorted(RELATION_TESTS) == sorted(RELATION_NAMES)
+    assert [test.__name__ for test in RELATION_TESTS.values()] == [f"_{name}" for name in RELATION_TESTS]

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import gradio as gr
 
-from reversion_core import studio as st
+from reversion_core.benchmarks import list_benchmark_sets, split_template
 from reversion_core.errors import ReVersionError
-from reversion_core.forms import MODES, SOURCES
+from server import studio as st
+from server.benchmark_view import benchmark_view
+from server.forms import MODES, SOURCES
 
 from .wiring import PRIVATE, Page, handler, relation_choices
 
 def build_benchmark_tab(studio: st.Studio, page: Page) -> None:
-    benchmark_sets = st.list_benchmark_sets(studio.benchmark_dir)
+    benchmark_sets = list_benchmark_sets(studio.benchmark_dir)
 
     @handler(studio)
     def browse(name):
         """A benchmark set: its exemplars with captions, every caption, its description and inference templates."""
         if not name:
             return [], [], "No exemplar sets found.", []
-        view = st.benchmark_view(studio.benchmark_dir, name)
+        view = benchmark_view(studio.benchmark_dir, name)
         return view.gallery, view.captions, view.description, [[t] for t in view.templates]
 
     @handler(studio)
@@ -34,8 +36,8 @@ def build_benchmark_tab(studio: st.Studio, page: Page) -> None:
         relation = studio.relation_for_set(name, shelf)
         if relation is None:
             raise ReVersionError(f"No relation has been learned from {name!r} yet; press 'Train on these' first.")
-        view = st.benchmark_view(studio.benchmark_dir, name)
-        a, b = st.split_template(view.templates[0]) if view.templates else (gr.skip(), gr.skip())
+        view = benchmark_view(studio.benchmark_dir, name)
+        a, b = split_template(view.templates[0]) if view.templates else (gr.skip(), gr.skip())
         return gr.Tabs(selected="generate"), relation_choices(studio, shelf, select=relation), MODES[0], a, b
 
     with gr.Tab("Benchmark", id="benchmark"):

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from reversion_core import studio as st
+from reversion_core.benchmarks import list_benchmark_sets, split_template
 from reversion_core.errors import ReVersionError
-from reversion_core.forms import MODES, GenerateForm
 from reversion_core.settings import MAX_SEED
+from server import studio as st
+from server.benchmark_view import benchmark_view
+from server.forms import MODES, GenerationRequest
 
 from .score_panel import build_score_panel
 from .wiring import PRIVATE, Page, for_page, handler, int_slider, relation_choices, unusable_text
@@ -18,7 +20,7 @@ STYLE_EXAMPLES = ("", "on a dotted background", "on a striped background")
 
 
 def build_generate_tab(studio: st.Studio, page: Page) -> None:
-    defaults = GenerateForm()
+    defaults = GenerationRequest()
 
     @handler(studio)
     def refresh_relations(current, shelf):
@@ -28,7 +30,7 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
     def show_relation(name, shelf):
         return studio.relation_card(name, shelf) if name else ("No relation chosen.", None)
 
-    @handler(studio, GenerateForm)
+    @handler(studio, GenerationRequest)
     def generate(form, shelf):
         """Images of entity A <R> entity B (mode 'Entities') or of a free prompt with <R> (mode 'Free prompt')."""
         images, text = studio.generate(form, shelf)
@@ -77,7 +79,7 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
                     num_images = int_slider(1, 8, defaults.num_images, "Images")
                     gen_steps = int_slider(1, 100, defaults.steps, "Steps")
                 with gr.Row():
-                    guidance = gr.Slider(1.0, 15.0, value=defaults.guidance, step=0.5, label="Guidance")
+                    guidance = gr.Slider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="Guidance")
                     gen_seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 examples = entity_examples(studio.benchmark_dir)
@@ -105,7 +107,7 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
                                            elem_id="delete-button")
 
     fields = {"relation": relation, "mode": mode, "entity_a": entity_a, "entity_b": entity_b, "prompt": prompt,
-              "suffix": suffix, "negative": negative, "num_images": num_images, "steps": gen_steps, "guidance": guidance,
+              "suffix": suffix, "negative_prompt": negative, "num_images": num_images, "steps": gen_steps, "guidance_scale": guidance,
               "seed": gen_seed}
     relation.change(show_relation, [relation, page.owner], [relation_info, relation_preview], **PRIVATE)
     for trigger in (refresh_btn.click, tab.select):
@@ -125,11 +127,11 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
 def entity_examples(benchmark_dir: Path, count: int = 6) -> list[list[str]]:
     """A few (entity A, entity B, style) examples from the benchmark's inference templates."""
     out: list[list[str]] = []
-    for k, name in enumerate(st.list_benchmark_sets(benchmark_dir)[:count]):
+    for k, name in enumerate(list_benchmark_sets(benchmark_dir)[:count]):
         try:
-            templates = st.benchmark_view(benchmark_dir, name).templates
+            templates = benchmark_view(benchmark_dir, name).templates
         except ReVersionError:
             continue
         if templates:
-            out.append([*st.split_template(templates[0]), STYLE_EXAMPLES[k % len(STYLE_EXAMPLES)]])
+            out.append([*split_template(templates[0]), STYLE_EXAMPLES[k % len(STYLE_EXAMPLES)]])
     return out

@@ -1,6 +1,6 @@
 """The report-card panel: a "Score this relation" button with the number of entity pairs, a progress bar, the
 card's paragraph and table, and the scored images each framed right or wrong. The Train and Generate tabs each build
-one, wired to their relation selector; what it shows comes from ``reversion_core.report_card_view``."""
+one, wired to their relation selector; what it shows comes from ``server.card_view``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import gradio as gr
 
-from reversion_core import studio as st
 from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS
-from reversion_core.report_card_view import NO_CARD, TABLE_HEADERS, score_for_app, shelf_card_view
+from server import studio as st
+from server.card_view import NO_CARD, TABLE_HEADERS, shelf_card_view
 
 from .wiring import PRIVATE, handler
 
@@ -50,8 +50,8 @@ def build_score_panel(
         """Score a relation on held-out entity pairs (one image each, and one with the relation's phrase): the
         card's paragraph, its table and the marked grid. Saved into the relation's card.json where you may write it."""
         progress(0, desc="Starting")
-        view = score_for_app(studio, shelf, relation, DEFAULT_PAIRS if pairs is None else pairs,
-                             lambda done, total: progress((done, total), desc="Scoring", unit="images"))
+        view = studio.score_relation(relation, DEFAULT_PAIRS if pairs is None else pairs, shelf,
+                                     lambda done, total: progress((done, total), desc="Scoring", unit="images"))
         return view.text, view.table, view.grid
 
     @handler(studio)

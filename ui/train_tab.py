@@ -4,53 +4,54 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
 
 import gradio as gr
 
-from reversion_core import studio as st
+from reversion_core.benchmarks import list_benchmark_sets
 from reversion_core.errors import ReVersionError
-from reversion_core.exemplars import ExemplarSet, exemplars_from_files
-from reversion_core.forms import SOURCES, TRAIN_BOUNDS, TrainForm
-from reversion_core.relation_file import check_name
-from reversion_core.settings import MAX_SEED, InversionSettings
-from reversion_core.training_jobs import loss_frames
+from server import studio as st
+from server.benchmark_view import benchmark_view
+from server.forms import SOURCES, TRAIN_BOUNDS, TrainForm
+from server.gpu_runner import NEAREST_K
+from server.training_view import loss_frames
 
 from .score_panel import build_score_panel
 from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices
 
 CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
                        "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
-# raw per-step lines faint, smoothed lines solid (the plot draws them in training_jobs' MAIN_SERIES / STEER_SERIES order)
+# raw per-step lines faint, smoothed lines solid (the plot draws them in training_view's MAIN_SERIES / STEER_SERIES order)
 LOSS_COLOURS = {"total": "rgba(234,88,12,0.3)", "denoise": "rgba(37,99,235,0.3)", "steering": "rgba(22,163,74,0.3)",
                 "total (smoothed)": "#ea580c", "denoise (smoothed)": "#2563eb", "steering (smoothed)": "#16a34a"}
 MAX_CHECKED_STARTS = 64  # checked Start clicks kept for the run that follows each
 
 
-@dataclass(frozen=True)
-class Start:
-    """A Start click, checked: what the run learns from, its name and settings, and the bytes of upload it keeps."""
+def bounded_slider(name: str, value, label: str, **kwargs) -> gr.Slider:
+    """A whole-number slider over the setting's bounds in TRAIN_BOUNDS."""
+    return int_slider(*TRAIN_BOUNDS[name][1:], value, label, **kwargs)
 
-    exemplars: ExemplarSet
-    name: str
-    settings: InversionSettings
-    incoming: int
+
+def bounded_number(name: str, value, label: str, **kwargs) -> gr.Number:
+    """A number box bounded by the setting's TRAIN_BOUNDS."""
+    return gr.Number(value=value, label=label, minimum=TRAIN_BOUNDS[name][1], maximum=TRAIN_BOUNDS[name][2], **kwargs)
 
 
 def build_train_tab(studio: st.Studio, page: Page) -> None:
-    benchmark_sets = st.list_benchmark_sets(studio.benchmark_dir)
+    # 1. What the tab starts with: the benchmark's sets, the form's defaults, public mode's step limit, a free name.
+    benchmark_sets = list_benchmark_sets(studio.benchmark_dir)
     first_set = benchmark_sets[0] if benchmark_sets else None
     defaults = TrainForm()
     lim = studio.workspaces.limits if studio.workspaces is not None else None
     steps_info = f"at most {lim.train_steps} a run here" if lim is not None else None
     built_name = studio.shared.free_name(first_set) if first_set and not studio.public else (first_set or "")
 
+    # 2. The handlers, each one call into the studio.
     @handler(studio)
     def show_set(name):
         if not name:
-            return [], defaults.preview_prompt
-        view = st.benchmark_view(studio.benchmark_dir, name)
-        prompt = view.templates[0] if view.templates else defaults.preview_prompt
+            return [], defaults.validation_prompt
+        view = benchmark_view(studio.benchmark_dir, name)
+        prompt = view.templates[0] if view.templates else defaults.validation_prompt
         return [(image, caption.split("\n")[0]) for image, caption in view.gallery], prompt  # every level is in Benchmark
 
     @handler(studio)
@@ -63,35 +64,20 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         has already typed one."""
         return shelf.free_name(set_name) if set_name and current == built_name else gr.skip()
 
-    checked: collections.OrderedDict = collections.OrderedDict()  # owner -> (form, Start) of the last checked Start
+    checked: collections.OrderedDict = collections.OrderedDict()  # owner -> (form, request) of the last checked Start
     checked_lock = threading.Lock()
-
-    def check_start(form: TrainForm, shelf) -> Start:
-        """A Start click's exemplars, name and settings, built once, and everything it could be refused for."""
-        incoming = 0
-        if form.from_benchmark:
-            exemplars = st.load_benchmark_set(studio.benchmark_dir, form.set_name)
-        else:
-            incoming = shelf.check_upload(form.files)
-            exemplars = exemplars_from_files(form.files, form.captions)
-        name = form.name.strip() or (shelf.free_name(form.set_name) if form.from_benchmark and form.set_name else "")
-        if not name:
-            raise ReVersionError("Give the relation a name, such as 'painted_on'.")
-        start = Start(exemplars, check_name(name), form.settings(), incoming)
-        studio.check_training(start.name, start.settings, form.overwrite, shelf, incoming)
-        return start
 
     @handler(studio, TrainForm)
     def prepare_training(form, shelf, owner):
         """Check a training's inputs without starting it: the status line it would start with, or the error."""
-        start = check_start(form, shelf)
+        request = studio.training_request(form, shelf)
         with checked_lock:  # the run that follows this click takes it (one per page, a few pages at most)
-            checked[owner] = (form, start)
+            checked[owner] = (form, request)
             checked.move_to_end(owner)
             while len(checked) > MAX_CHECKED_STARTS:
                 checked.popitem(last=False)
         studio.slot.forget(owner)
-        return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{start.name}**: loading the base model..."
+        return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{request.name}**: loading the base model..."
 
     @handler(studio, TrainForm)
     def train(form, shelf, owner, request):
@@ -99,11 +85,10 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         uploaded images with captions (source 'Upload'); streams status, loss plots, previews and nearest words.
         The training runs on the server: a closed connection stops only the stream, /stop stops the run."""
         with checked_lock:
-            earlier, start = checked.pop(owner, (None, None))
+            earlier, training = checked.pop(owner, (None, None))
         if earlier != form:  # an API call without /prepare_training, or values changed since
-            start = check_start(form, shelf)
-        updates = studio.train(owner, start.exemplars, start.name, start.settings, form.overwrite, shelf, start.incoming)
-        yield from stream(updates, shelf, request)
+            training = studio.training_request(form, shelf)
+        yield from stream(studio.train(owner, training, shelf), shelf, request)
 
     @handler(studio)
     def continue_training(name=None, more_steps=None, shelf=None, owner=None, request=None):
@@ -145,6 +130,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
             yield (as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again,
                    update.saved or gr.skip())
 
+    # 3. The layout: the exemplars and the settings on the left (each number bounded by TRAIN_BOUNDS), the run on the right.
     with gr.Tab("Train", id="train") as tab:
         with gr.Row():
             with gr.Column(scale=1):
@@ -161,28 +147,26 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name" if not studio.public else
                                         "Overwrite one of your relations of the same name", value=False, elem_id="overwrite")
                 with gr.Row():
-                    steps = int_slider(1, 3000, defaults.steps, "Steps", elem_id="train-steps", info=steps_info)
-                    seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
+                    steps = bounded_slider("max_train_steps", defaults.max_train_steps, "Steps", elem_id="train-steps", info=steps_info)
+                    seed = bounded_number("seed", defaults.seed, "Seed", precision=0)
                 with gr.Row():
-                    lr = gr.Number(value=defaults.learning_rate, label="Learning rate (x batch x accumulation)",
-                                   minimum=TRAIN_BOUNDS["learning_rate"][1], maximum=TRAIN_BOUNDS["learning_rate"][2])
-                    batch = int_slider(*TRAIN_BOUNDS["batch_size"][1:], defaults.batch_size, "Batch size")
+                    lr = bounded_number("learning_rate", defaults.learning_rate, "Learning rate (x batch x accumulation)")
+                    batch = bounded_slider("train_batch_size", defaults.train_batch_size, "Batch size")
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         steering = gr.Checkbox(value=defaults.steering, label="Relation-steering contrastive loss")
-                        lambda_steer = gr.Number(value=defaults.lambda_steer, label="Steering weight (lambda)",
-                                                 minimum=TRAIN_BOUNDS["lambda_steer"][1], maximum=TRAIN_BOUNDS["lambda_steer"][2])
+                        lambda_steer = bounded_number("lambda_steer", defaults.lambda_steer, "Steering weight (lambda)")
                     with gr.Row():
                         importance = gr.Checkbox(value=defaults.importance_sampling, label="Relation-focal importance sampling")
-                        alpha = gr.Slider(0.0, 1.0, value=defaults.alpha, step=0.05, label="Sampling alpha")
+                        alpha = gr.Slider(*TRAIN_BOUNDS["alpha"][1:], value=defaults.alpha, step=0.05, label="Sampling alpha")
                     with gr.Row():
-                        positives = int_slider(*TRAIN_BOUNDS["positives"][1:], defaults.positives, "Positives per step")
-                        temperature = gr.Number(value=defaults.temperature, label="Temperature",
-                                                minimum=TRAIN_BOUNDS["temperature"][1], maximum=TRAIN_BOUNDS["temperature"][2])
+                        positives = bounded_slider("num_positives", defaults.num_positives, "Positives per step")
+                        temperature = bounded_number("temperature", defaults.temperature, "Temperature")
                     with gr.Row():
-                        grad_accum = int_slider(*TRAIN_BOUNDS["grad_accum"][1:], defaults.grad_accum, "Gradient accumulation")
-                        preview_every = int_slider(0, 500, defaults.preview_every, "Preview every K steps (0: never)")
-                    validation = gr.Textbox(value=defaults.preview_prompt, label="Preview prompt", max_lines=1)
+                        grad_accum = bounded_slider("gradient_accumulation_steps", defaults.gradient_accumulation_steps,
+                                                    "Gradient accumulation")
+                        preview_every = bounded_slider("preview_every", defaults.preview_every, "Preview every K steps (0: never)")
+                    validation = gr.Textbox(value=defaults.validation_prompt, label="Preview prompt", max_lines=1)
                 with gr.Row():
                     start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -191,7 +175,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                         page.continue_name = continue_name = gr.Dropdown(
                             studio.continuable() if not studio.public else [], label="Relation to continue",
                             elem_id="continue-name", scale=2, allow_custom_value=True)  # choices grow
-                        more_steps = int_slider(1, 3000, 100, "More steps", elem_id="more-steps", scale=2)
+                        more_steps = bounded_slider("max_train_steps", 100, "More steps", elem_id="more-steps", scale=2)
                     continue_btn = gr.Button("Continue training", elem_id="continue-start")
             with gr.Column(scale=1):
                 train_status = gr.Markdown("Idle.", label="Status", elem_id="train-status")
@@ -203,15 +187,17 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                             "solid: smoothed (moving average).", elem_id="loss-key")
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
-                nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=st.NEAREST_K)
+                nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=NEAREST_K)
                 trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
                 build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score")
 
-    fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "steps": steps,
-              "learning_rate": lr, "batch_size": batch, "seed": seed, "steering": steering, "lambda_steer": lambda_steer,
-              "importance_sampling": importance, "alpha": alpha, "positives": positives, "temperature": temperature,
-              "grad_accum": grad_accum, "preview_every": preview_every, "preview_prompt": validation, "files": files,
-              "captions": captions}
+    # 4. The wiring, once every tab is built; the form's fields by the settings' names (the API keeps its own).
+    fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "max_train_steps": steps,
+              "learning_rate": lr, "train_batch_size": batch, "seed": seed, "steering": steering, "lambda_steer": lambda_steer,
+              "importance_sampling": importance, "alpha": alpha, "num_positives": positives, "temperature": temperature,
+              "gradient_accumulation_steps": grad_accum, "preview_every": preview_every, "validation_prompt": validation,
+              "files": files, "captions": captions}
+
     def wire() -> None:  # once every tab is built: the outputs include the Generate tab's relation list
         train_inputs = [fields[n] for n in train.input_names] + [page.owner]
         outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name, trained]

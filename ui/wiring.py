@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from reversion_core import studio as st
 from reversion_core.errors import ReVersionError
+from server import studio as st
+from server.forms import API_NAMES
 
 PRIVATE = {"api_visibility": "private"}  # wiring of the page itself, not part of the app's API
 log = logging.getLogger("reversion_studio")
@@ -45,8 +46,8 @@ def visitor_key(token: str | None, request: gr.Request | None, profile: gr.OAuth
 def handler(studio: st.Studio, form: type | None = None):
     """An event handler with its wiring concerns taken care of, so its body is one call into the studio.
 
-    - ``form``: the handler's API parameters are the form's fields (each optional), and it receives the form, built
-      once from the click's values, as ``form``;
+    - ``form``: the handler's API parameters are the form's fields (each optional, under the API's name for it,
+      ``server.forms.API_NAMES``), and it receives the form, built once from the click's values, as ``form``;
     - a handler that takes ``shelf`` or ``owner`` also takes the page's ``token`` (after its own values) and gets the
       caller's relations shelf and owner key, from the signed-in user, the page token or the API session;
     - a ReVersionError becomes a one-sentence Gradio error; anything unexpected one sentence too (logged).
@@ -55,10 +56,10 @@ def handler(studio: st.Studio, form: type | None = None):
         own = inspect.signature(fn).parameters
         wants_visitor = "shelf" in own or "owner" in own
         params = [p for name, p in own.items() if name not in ("form", "shelf", "owner", "request")]
-        if form is not None:
-            params = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                      for f in dataclasses.fields(form)] + params
         names = [p.name for p in params]
+        form_fields = [f.name for f in dataclasses.fields(form)] if form is not None else []
+        params = [inspect.Parameter(API_NAMES.get(n, n), inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                  for n in form_fields] + params
         if wants_visitor:
             params.append(inspect.Parameter("token", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
         params += [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
@@ -73,8 +74,7 @@ def handler(studio: st.Studio, form: type | None = None):
             token, profile = values.pop("token", None), values.pop("profile")
             values.pop("request")
             if form is not None:
-                built = form.from_values(**{n: values.pop(n) for n in [f.name for f in dataclasses.fields(form)]})
-                values["form"] = built
+                values["form"] = form.from_values(**{n: values.pop(API_NAMES.get(n, n)) for n in form_fields})
             if wants_visitor:
                 key = visitor_key(token, request, profile)
                 if "owner" in own:
@@ -117,7 +117,7 @@ def handler(studio: st.Studio, form: type | None = None):
         del wrapper.__wrapped__  # gradio must read the signature below, not the body's
         wrapper.__signature__ = signature
         wrapper.__annotations__ = {"request": gr.Request, "profile": gr.OAuthProfile | None}
-        wrapper.input_names = names  # the values the page wires, in order (the token follows when wanted)
+        wrapper.input_names = form_fields + names  # the values the page wires, in order (the token follows when wanted)
         return wrapper
     return wrap
 

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, dest="batch_size", help="images per generation batch")
     p.add_argument("--entity-articles", action=argparse.BooleanOptionalAction, dest="entity_articles",
                    help="write 'a E_A <R> a E_B' instead of the templates' 'E_A <R> E_B' (for base models taught only the first form)")
-    p.add_argument("--base-model", dest="base_model", help="hub id, diffusers folder or checkpoint (default: embedded model, else SD 1.5)")
+    p.add_argument("--base-model", dest="base_model", help="hub id, diffusers folder or checkpoint (default: SD 1.5 on a GPU, else the embedded model)")
     p.add_argument("--scorer", choices=SCORER_CHOICES, help="world: the synthetic world's exact scorer; clip: CLIP + relation probe")
     p.add_argument("--clip-model", dest="clip_model", help="CLIPModel folder or hub id for the clip scorer")
     p.add_argument("--relation-probe", dest="relation_probe", help="a saved relation probe (.safetensors)")

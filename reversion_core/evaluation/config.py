@@ -59,7 +59,7 @@ class EvaluationConfig:
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     batch_size: int = 25  # images per generation batch; batches are cut before they are split across processes
     entity_articles: bool = False  # write "a E_A <R> a E_B" instead of the templates' "E_A <R> E_B"
-    base_model: str | None = None  # None: $REVERSION_BASE_MODEL, else the embedded model, else SD 1.5
+    base_model: str | None = None  # None: the runtime's rule ($REVERSION_BASE_MODEL, else SD 1.5 on a GPU, else the embedded model)
     scorer: str = "auto"  # "world" | "clip" | "auto" (world when every relation is a world relation)
     clip_model: str | None = None  # for the clip scorer; None: clip_metrics.DEFAULT_CLIP_MODEL
     relation_probe: str | None = None  # a saved LinearProbe (.safetensors)

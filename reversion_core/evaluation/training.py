@@ -41,13 +41,13 @@ def training_base(config: EvaluationConfig, generator, device: str):
     already runs in the jobs' precision and attention (fp32 on the CPU), else the base model loaded once more in them (generation
     runs in fp16 on a GPU; training the shared UNet in another precision would change it for generation)."""
     from ..base_model import load_pipeline
-    from ..inversion import run_dtype
+    from ..runtime import torch_dtype
 
     learned = [m for m in config.methods if METHODS[m].overrides is not None]
     if not learned:
         return None
     settings = method_settings(config, learned[0], int(config.seeds[0]))  # methods differ only in their loss switches
-    dtype = run_dtype(settings)
+    dtype = torch_dtype(settings.mixed_precision)
     if generator.pipeline.unet.dtype == dtype and settings.attention == generator.attention:
         return generator.pipeline
     loaded = load_pipeline(generator.source, device=device, dtype="no", attention=settings.attention)

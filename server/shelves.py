@@ -5,7 +5,8 @@
 - ``VisitorShelf``: public mode: the shipped relations (read-only) and the visitor's own workspace
   (``workspaces.Workspace``), with the workspaces' quotas.
 
-Both answer the same questions, so the app's handlers do not branch on the mode.
+Both answer the same questions, so the app's handlers do not branch on the mode. A shelf may also hold relations
+learned on another base model than the app runs: ``split_relations`` sets them apart, each with the reason.
 """
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ import contextlib
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Sequence
+from typing import AbstractSet, Iterable, Sequence
 
-from .errors import ReVersionError
-from .relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
+from reversion_core.base_model import base_model_label, same_base_model
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import EMBEDS_FILE, RelationPrompt, check_name, free_relation_name, list_relations
+from reversion_core.run_files import runs_dir
+
 from .workspaces import Limits, Workspace
 
 
@@ -72,7 +77,7 @@ class VisitorShelf:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.relations_dir = workspace.relations_dir
-        self.runs_dir = workspace.path / "runs"
+        self.runs_dir = runs_dir(workspace.relations_dir)
         self.limits = workspace.owner.limits
 
     def relations(self) -> list[RelationPrompt]:
@@ -111,3 +116,41 @@ class VisitorShelf:
         """Delete one of the visitor's relations and what continuing it needed (shipped ones cannot be deleted)."""
         self.workspace.delete(name)
         shutil.rmtree(self.runs_dir / check_name(name), ignore_errors=True)
+
+
+Shelf = SharedShelf | VisitorShelf
+
+
+# ----------------------------------------------------------------------------------------------- another base model
+@dataclass(frozen=True)
+class UnusableRelation:
+    """A relation made for another base model, with the sentence that says why it cannot be used here."""
+
+    relation: RelationPrompt
+    reason: str
+
+
+def split_relations(
+    relations: Iterable[RelationPrompt], base_model_id: str
+) -> tuple[list[RelationPrompt], list[UnusableRelation]]:
+    """Relations usable with the base model ``base_model_id`` and, apart, those that are not, each with its reason.
+
+    ``relations`` is what ``relation_file.list_relations(folder)`` returns without a base-model filter.
+    """
+    usable, unusable = [], []
+    here = base_model_label(base_model_id)
+    for relation in relations:
+        theirs = relation.base_model_id
+        if same_base_model(theirs, base_model_id):
+            usable.append(relation)
+        elif not theirs:
+            unusable.append(UnusableRelation(relation, (
+                f"Relation {relation.name!r} does not record which base model it was learned on, so it cannot be "
+                f"used with the {here} this app runs; import its file through the app to attach a base model."
+            )))
+        else:
+            unusable.append(UnusableRelation(relation, (
+                f"Relation {relation.name!r} was learned on the {base_model_label(theirs)} ({theirs}) and this app runs "
+                f"the {here} ({base_model_id}); a relation prompt only works with the base model it was learned on."
+            )))
+    return usable, unusable

@@ -1,23 +1,21 @@
-"""What the app's report-card panel shows (``ui/score_panel.py`` lays it out): score a relation for the app through
-its GPU runner, and turn a fresh or a saved card into a paragraph, the table's rows and the marked grid. No gradio.
+"""What the app's report-card panel shows (``ui/score_panel.py`` lays it out): a fresh or a saved card turned into a
+paragraph, the table's rows and the marked grid (``Studio.score_relation`` makes a fresh one). No gradio.
 
 A card is saved into the relation's ``card.json`` (and its grid into ``report_card.png``) unless the relation is
 read-only here: in public mode the shipped relations belong to nobody, so their card is shown but not saved.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from PIL import Image
 
-from .errors import ReVersionError
-from .relation_file import RelationPrompt, check_name, load_relation
-from .report_card import DEFAULT_PAIRS, MAX_PAIRS, ReportCard, save_report_card, saved_report_card, summary_table
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import RelationPrompt, check_name, load_relation
+from reversion_core.report_card import ReportCard, save_report_card, saved_report_card, summary_table
 
-if TYPE_CHECKING:
-    from .studio import Shelf, Studio
+from .shelves import Shelf
 
 TABLE_HEADERS = ["figure", "<R>", "phrase", "chance"]  # the paragraph above the table says what "phrase" is
 LEGEND = ("Frames: green, relation and both entities right; orange, relation right but an entity wrong; red, "
@@ -97,24 +95,3 @@ def save_and_view(relation: RelationPrompt, card: ReportCard, save: bool = True)
 def is_read_only(shelf: Shelf, relation: RelationPrompt) -> bool:
     """Whether the caller may not write ``relation``: in public mode, a shipped relation (not one of the visitor's)."""
     return relation.path is None or relation.path.name not in shelf.own_names()
-
-
-def score_for_app(studio: Studio, shelf: Shelf, name: str, pairs: int = DEFAULT_PAIRS,
-                progress: Callable[[int, int], None] | None = None) -> CardView:
-    """Score the shelf's relation ``name`` on ``pairs`` held-out entity pairs through the studio's GPU runner
-    (progress as images are made), save the card where the caller may write, and return its view."""
-    from .zerogpu import ScoreProgress, ScoreRequest
-
-    if isinstance(pairs, bool) or not isinstance(pairs, (int, float)) or not math.isfinite(pairs) or pairs != int(pairs):
-        raise ReVersionError(f"Score on a whole number of entity pairs from 1 to {MAX_PAIRS}, not {pairs!r}.")
-    if not 1 <= int(pairs) <= MAX_PAIRS:
-        raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
-    relation = studio.relation(name, shelf)  # refuses a relation of another base model in one sentence
-    card = None
-    for item in studio.runner().score(ScoreRequest(str(relation.path), int(pairs))):
-        if isinstance(item, ScoreProgress):
-            if progress is not None:
-                progress(item.done, item.total)
-        else:
-            card = item
-    return save_and_view(relation, card, save=not is_read_only(shelf, relation))

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
-from .errors import ReVersionError
-from .relation_file import EMBEDS_FILE, RelationPrompt, check_name, list_relations, load_relation
+from reversion_core.errors import ReVersionError
+from reversion_core.relation_file import EMBEDS_FILE, RelationPrompt, check_name, list_relations, load_relation
 
 DATA_DIR_VARIABLE = "REVERSION_DATA_DIR"
 SPACES_DATA_DIR = Path("/data")  # where Hugging Face Spaces mounts persistent storage
@@ -222,7 +222,7 @@ class Workspace:
     def __init__(self, owner: Workspaces, key: str, path: Path) -> None:
         self.owner, self.key, self.path = owner, key, path
         self.relations_dir = path / "relations"
-        self.stop_file = path / ".stop-training"  # zerogpu.request_stop() on it stops this visitor's run
+        self.stop_file = path / ".stop-training"  # gpu_runner.request_stop() on it stops this visitor's run
 
     def touch(self) -> None:
         """Mark the workspace as used now (cleanup_idle measures idleness from this)."""

@@ -9,8 +9,7 @@ much fits. Training is a generator: the engine's events stream out of the GPU fu
 Off ZeroGPU `spaces.GPU` returns the function unchanged, so the same code runs on a CUDA GPU or the CPU.
 On ZeroGPU the decorated functions run in a forked worker: their arguments and everything they yield or return
 are pickled, and nothing they change in memory comes back. So a stop request travels as a file, and the timings are
-measured inside and read outside. Over 400 lines because generation, training and scoring share the duration
-model, the cap and the pipeline lock, and each needs its decorated function beside them.
+measured inside and read outside. The requests themselves are in :mod:`server.forms`.
 """
 from __future__ import annotations
 
@@ -24,16 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ReVersionError
-from .exemplars import ExemplarSet
-from .hosting import Runtime
-from .report_card import DEFAULT_STEPS as CARD_STEPS
-from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
+from reversion_core.errors import ReVersionError
+from reversion_core.run_files import keep_only
+from reversion_core.settings import InversionSettings
+
+from .forms import GenerationRequest, ScoreRequest, TrainingRequest
+from .hosting import HostedRuntime
 
 CAP_VARIABLE = "REVERSION_GPU_CAP_S"
 ZERO_GPU_CAP_S = 120.0  # seconds one request may hold the GPU on ZeroGPU (a host setting, not the platform's maximum)
 MARGIN = 1.25  # ask for this much more than the estimate: ZeroGPU may abort a task that runs past its duration
-NEAREST_K = 8
+NEAREST_K = 8  # vocabulary words nearest to <R> that a training shows
 log = logging.getLogger(__name__)
 
 
@@ -68,7 +68,7 @@ class StepTimes:
             self._update("setup", setup)
 
 
-def default_cap(runtime: Runtime, env: dict | None = None) -> float | None:
+def default_cap(runtime: HostedRuntime, env: dict | None = None) -> float | None:
     """The GPU-seconds cap: ``$REVERSION_GPU_CAP_S`` when set, else 120 s on ZeroGPU, else none."""
     env = os.environ if env is None else env
     if env.get(CAP_VARIABLE):
@@ -79,47 +79,7 @@ def default_cap(runtime: Runtime, env: dict | None = None) -> float | None:
     return ZERO_GPU_CAP_S if runtime.hardware == "zerogpu" else None
 
 
-# ----------------------------------------------------------------------------------------------- requests and events
-@dataclass
-class GenerationRequest:
-    """One Generate click (``relation`` is the relation's folder, or None for a free prompt)."""
-
-    relation: str | None = None
-    entity_a: str = ""
-    entity_b: str = ""
-    prompt: str | None = None
-    suffix: str = ""
-    negative_prompt: str | None = None
-    num_images: int = 1
-    steps: int = DEFAULT_INFERENCE_STEPS
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
-    seed: int = 0
-
-
-@dataclass
-class TrainingRequest:
-    """One Train click: the exemplars, the relation's name, the settings and the folder the relation is saved in."""
-
-    exemplars: ExemplarSet
-    name: str
-    settings: InversionSettings
-    relations_dir: str
-    overwrite: bool = False
-    stop_file: str | None = None  # created by request_stop(); the run then stops after its current step
-    resume_from: str | None = None  # a checkpoint to go on from (its optimizer state and random stream)
-    runs_dir: str | None = None  # when set, the last step's checkpoint is kept in runs_dir/<saved name>, for continuing
-
-
-@dataclass
-class ScoreRequest:
-    """One "Score this relation" click: the relation's folder and how many held-out entity pairs to score it on."""
-
-    relation: str
-    pairs: int
-    steps: int = CARD_STEPS
-    reference: bool = True  # also generate with the relation's own phrase (doubles the images)
-
-
+# ----------------------------------------------------------------------------------------------- what a GPU function yields
 @dataclass
 class ScoreProgress:
     """Images of a report card generated so far."""
@@ -159,7 +119,7 @@ class GpuRunner:
     dedicated GPU or the CPU, where nothing lends the device by the second).
     """
 
-    def __init__(self, generator, runtime: Runtime, cap_s: float | None = None, times: StepTimes | None = None,
+    def __init__(self, generator, runtime: HostedRuntime, cap_s: float | None = None, times: StepTimes | None = None,
                  nearest_every_s: float = 1.0) -> None:
         import spaces  # on ZeroGPU the app imported it first (hosting.import_spaces_first), before CUDA was touched
 
@@ -180,20 +140,21 @@ class GpuRunner:
         """Seconds of GPU work ``request`` needs, before the margin."""
         return int(request.num_images) * int(request.steps) * self.times.generation
 
-    def generation_seconds(self, request: GenerationRequest) -> int:
+    def generation_seconds(self, request: GenerationRequest, relation: str | None = None) -> int:
         """The duration the GPU is asked for (estimate x margin, whole seconds)."""
         return max(1, math.ceil(self.generation_estimate(request) * MARGIN))
 
-    def training_estimate(self, settings: InversionSettings) -> float:
-        """Seconds of GPU work a training with ``settings`` needs, before the margin (previews included)."""
+    def training_estimate(self, settings: InversionSettings, steps: int) -> float:
+        """Seconds of GPU work ``steps`` steps of a training with ``settings`` need, before the margin (previews
+        included)."""
         s = settings
-        steps = s.max_train_steps * s.train_batch_size * s.gradient_accumulation_steps * self.times.training
+        work = steps * s.train_batch_size * s.gradient_accumulation_steps * self.times.training
         # the engine previews every preview_every steps and at the last step
-        previews = (math.ceil(s.max_train_steps / s.preview_every) if s.preview_every else 0) * s.preview_images * s.preview_steps
-        return self.times.setup + steps + previews * self.times.generation
+        previews = (math.ceil(steps / s.preview_every) if s.preview_every else 0) * s.preview_images * s.preview_steps
+        return self.times.setup + work + previews * self.times.generation
 
     def training_seconds(self, request: TrainingRequest) -> int:
-        return max(1, math.ceil(self.training_estimate(request.settings) * MARGIN))
+        return max(1, math.ceil(self.training_estimate(request.settings, request.steps) * MARGIN))
 
     def check_generation(self, request: GenerationRequest) -> None:
         """Refuse a generation longer than the cap, saying how many steps fit."""
@@ -212,51 +173,54 @@ class GpuRunner:
             f"{int(request.num_images)} images, so lower the steps or the number of images."
         )
 
-    def steps_that_fit(self, settings: InversionSettings) -> int:
-        """The most training steps with these settings whose duration stays within the cap."""
+    def steps_that_fit(self, settings: InversionSettings, steps: int) -> int:
+        """The most training steps, up to ``steps``, with these settings whose duration stays within the cap."""
         if self.cap_s is None:
-            return settings.max_train_steps
-        low, high = 0, settings.max_train_steps
+            return steps
+        low, high = 0, steps
         while low < high:  # the estimate grows with steps (previews in jumps), so bisect
             mid = (low + high + 1) // 2
-            if math.ceil(self.training_estimate(replace(settings, max_train_steps=mid)) * MARGIN) <= self.cap_s:
+            if math.ceil(self.training_estimate(settings, mid) * MARGIN) <= self.cap_s:
                 low = mid
             else:
                 high = mid - 1
         return low
 
-    def check_training(self, settings: InversionSettings) -> None:
+    def check_training(self, request: TrainingRequest) -> None:
         """Refuse a training longer than the cap, saying how many steps fit."""
         if self.cap_s is None:
             return
-        needed = math.ceil(self.training_estimate(settings) * MARGIN)
+        settings, steps = request.settings, request.steps
+        needed = math.ceil(self.training_estimate(settings, steps) * MARGIN)
         if needed <= self.cap_s:
             return
-        fit = self.steps_that_fit(settings)
+        fit = self.steps_that_fit(settings, steps)
         if fit < 1:
             raise ReVersionError(
                 f"Even one training step with these settings needs more than this app's GPU limit of {self.cap_s:g} "
                 "seconds; lower the batch size or the gradient accumulation."
             )
         raise ReVersionError(
-            f"{settings.max_train_steps} training steps need about {needed} GPU seconds, more than this app's limit of "
+            f"{steps} training steps need about {needed} GPU seconds, more than this app's limit of "
             f"{self.cap_s:g}; at most {fit} steps fit, so ask for {fit} steps or fewer."
         )
 
     # ------------------------------------------------------------------------------------------- generation
-    def generate(self, request: GenerationRequest):
-        """Generate on the GPU (a GenerationResult); the time it took updates the estimate for the next request."""
+    def generate(self, request: GenerationRequest, relation: str | None = None):
+        """Generate on the GPU with the relation in folder ``relation`` (None: a free prompt without one); returns a
+        GenerationResult, and the time it took updates the estimate for the next request."""
         self.check_generation(request)
-        result, seconds = self._generate_gpu(request)
+        result, seconds = self._generate_gpu(request, relation)
         self.times.observe_generation(seconds, int(request.num_images), int(request.steps))
         return result
 
-    def _generate_on_gpu(self, request: GenerationRequest) -> tuple[Any, float]:
+    def _generate_on_gpu(self, request: GenerationRequest, relation: str | None = None) -> tuple[Any, float]:
         with self._lock:
             start = time.perf_counter()
             result = self.generator.generate(
-                request.relation, entity_a=request.entity_a, entity_b=request.entity_b, prompt=request.prompt,
-                suffix=request.suffix, negative_prompt=request.negative_prompt, num_images=int(request.num_images),
+                relation, entity_a=request.entity_a, entity_b=request.entity_b,
+                prompt=request.prompt if request.free else None, suffix=request.suffix,
+                negative_prompt=request.negative_prompt or None, num_images=int(request.num_images),
                 seed=int(request.seed), steps=int(request.steps), guidance_scale=float(request.guidance_scale),
             )
             return result, time.perf_counter() - start
@@ -296,8 +260,8 @@ class GpuRunner:
     def _score_on_gpu(self, request: ScoreRequest) -> Iterator[Any]:
         import queue
 
-        from .relation_file import load_relation
-        from .report_card import score_relation
+        from reversion_core.relation_file import load_relation
+        from reversion_core.report_card import score_relation
 
         ticks: queue.Queue = queue.Queue()
         outcome: dict[str, Any] = {}
@@ -325,22 +289,13 @@ class GpuRunner:
         yield outcome["card"]
 
     # ------------------------------------------------------------------------------------------- training
-    def training_settings(self, settings: InversionSettings) -> InversionSettings:
-        """The run's settings on this runtime: its attention backend, and the precision of the shared half-precision
-        weights (training the shared UNet in fp32 would need a second copy of it)."""
-        import torch
-
-        dtype = self.generator.pipeline.unet.dtype
-        precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, settings.mixed_precision)
-        return replace(settings, attention=self.runtime.attention, mixed_precision=precision)
-
     def train(self, request: TrainingRequest) -> Iterator[Any]:
         """Train on the GPU, yielding TrainingReady, the engine's events and NearestWords as they happen.
 
         A request longer than the cap is refused before the GPU is asked for. The measured preparation time and
         seconds per sample update the estimates for the next request.
         """
-        self.check_training(request.settings)
+        self.check_training(request)
         samples = request.settings.train_batch_size * request.settings.gradient_accumulation_steps
         measure = _StepClock()
         for item in self._train_gpu(request):
@@ -351,11 +306,11 @@ class GpuRunner:
         )
 
     def _train_on_gpu(self, request: TrainingRequest) -> Iterator[Any]:
-        from .inspection import nearest_words
-        from .inversion import CheckpointEvent, FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
+        from reversion_core.inspection import nearest_words
+        from reversion_core.inversion import CheckpointEvent, FailedEvent, FinishedEvent, Inversion, StepEvent, StoppedEvent
 
         start = time.perf_counter()
-        settings = self.training_settings(request.settings)
+        settings = request.settings  # built in the runtime's precision and attention (server.forms.TrainForm.settings)
         stop_file = Path(request.stop_file) if request.stop_file else None
         unet = self.generator.pipeline.unet
         try:
@@ -396,9 +351,7 @@ def _keep_checkpoint(inversion, folder: Path, step: int) -> Path | None:
     try:
         inversion.checkpoint_dir = folder
         latest = inversion.save_checkpoint(step)
-        for old in folder.glob("step-*.pt"):
-            if old != latest:
-                old.unlink(missing_ok=True)
+        keep_only(folder, latest)
         return latest
     except OSError as exc:
         log.warning("could not keep the checkpoint of %s for continuing (%s)", folder.name, exc)
@@ -415,7 +368,7 @@ class _StepClock:
         self._total, self._count = 0.0, 0
 
     def see(self, item: Any) -> None:
-        from .inversion import PreviewEvent, StepEvent
+        from reversion_core.inversion import PreviewEvent, StepEvent
 
         if isinstance(item, TrainingReady):
             self.setup = item.seconds

@@ -14,13 +14,12 @@ import torch
 from reversion_core.base_model import load_pipeline
 from reversion_core.errors import ReVersionError
 from reversion_core.generation import RelationGenerator
-from reversion_core.hosting import pick_runtime
 from reversion_core.inversion import FinishedEvent, Inversion, StepEvent, StoppedEvent
 from reversion_core.relation_file import RelationPrompt, save_relation
 from reversion_core.settings import InversionSettings
-from reversion_core.zerogpu import (
-    GenerationRequest, GpuRunner, NearestWords, StepTimes, TrainingReady, TrainingRequest, request_stop,
-)
+from server.forms import GenerationRequest, TrainingRequest
+from server.gpu_runner import GpuRunner, NearestWords, StepTimes, TrainingReady, request_stop
+from server.hosting import pick_runtime
 
 APP_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,7 +36,7 @@ def relations_dir(tmp_path):
 @pytest.fixture
 def runner(tiny_model_dir, relations_dir):
     runtime = pick_runtime({}, cuda_available=False, base_model=str(tiny_model_dir))
-    generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.dtype,
+    generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.precision,
                                   attention=runtime.attention, relations_dir=relations_dir)
     return GpuRunner(generator, runtime, cap_s=None, times=StepTimes())
 
@@ -76,7 +75,7 @@ def test_each_gpu_function_asks_spaces_for_a_duration_computed_from_its_request(
 
 
 def test_generation_runs_through_the_gpu_function_and_measures_its_speed(runner, tiny_model_dir):
-    request = GenerationRequest(prompt="circle square", num_images=2, steps=3, seed=5)
+    request = GenerationRequest(mode="Free prompt", prompt="circle square", num_images=2, steps=3, seed=5)
     result = runner.generate(request)
     direct = RelationGenerator(tiny_model_dir, device="cpu").generate(prompt="circle square", num_images=2, steps=3, seed=5)
     assert result.seeds == [5, 6]
@@ -113,10 +112,16 @@ def test_training_duration_is_setup_plus_steps_times_samples_times_seconds_per_s
     assert runner.training_seconds(request) == 177  # + 3 previews (steps 40, 80, 100) x 2 images x 10 steps x 0.1 s, x 1.25
 
 
+def test_a_continued_training_asks_only_for_the_steps_it_still_runs(runner):
+    runner.times = StepTimes(training=0.15, setup=15, generation=0.1)
+    request = TrainingRequest(None, "rel", fast_settings(max_train_steps=150, gradient_accumulation_steps=4), "", start_step=50)
+    assert runner.training_seconds(request) == 169  # the 100 steps from 50 to 150: (15 + 100 x 8 x 0.15) x 1.25
+
+
 def test_training_longer_than_the_cap_is_refused_saying_how_many_steps_fit(runner):
     runner.times, runner.cap_s = StepTimes(training=0.15, setup=15), 120
     settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4)
-    assert runner.steps_that_fit(settings) == 67
+    assert runner.steps_that_fit(settings, 100) == 67
     with pytest.raises(ReVersionError, match=(
         r"^100 training steps need about 169 GPU seconds, more than this app's limit of 120; at most 67 steps fit, "
         r"so ask for 67 steps or fewer\.$")):
@@ -126,7 +131,7 @@ def test_training_longer_than_the_cap_is_refused_saying_how_many_steps_fit(runne
 def test_training_whose_first_step_does_not_fit_is_refused(runner):
     runner.times, runner.cap_s = StepTimes(training=0.15, setup=100), 120
     with pytest.raises(ReVersionError, match=r"^Even one training step with these settings needs more than this app's GPU limit of 120 seconds"):
-        runner.check_training(fast_settings(max_train_steps=10, gradient_accumulation_steps=4))
+        runner.check_training(TrainingRequest(None, "rel", fast_settings(max_train_steps=10, gradient_accumulation_steps=4), ""))
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -153,11 +158,11 @@ def test_training_on_the_shared_models_learns_what_a_fresh_pipeline_learns(runne
 def test_training_after_generating_with_a_relation_leaves_generation_as_it_was(runner, exemplar_dir, relations_dir):
     vector = torch.randn(32, generator=torch.Generator().manual_seed(1)) * 0.02
     save_relation(RelationPrompt("other", "<R>", vector, {}), relations_dir)
-    request = GenerationRequest(relation=str(relations_dir / "other"), entity_a="circle", entity_b="square", steps=3, seed=2)
-    before = runner.generate(request)
+    request = GenerationRequest(relation="other", entity_a="circle", entity_b="square", num_images=1, steps=3, seed=2)
+    before = runner.generate(request, str(relations_dir / "other"))
     tokens = len(runner.generator.pipeline.tokenizer)
     items = list(runner.train(training(exemplar_dir, relations_dir)))  # its placeholder <R> is the installed token too
-    after = runner.generate(request)
+    after = runner.generate(request, str(relations_dir / "other"))
     assert isinstance(items[-2], FinishedEvent)
     assert len(runner.generator.pipeline.tokenizer) == tokens
     assert np.array_equal(np.asarray(before.images[0]), np.asarray(after.images[0]))
@@ -180,13 +185,14 @@ import spaces  # SPACES_ZERO_GPU=true: the package patches torch and wraps decor
 import spaces.zero.client as client
 from reversion_core.exemplars import load_exemplars
 from reversion_core.generation import RelationGenerator
-from reversion_core.hosting import pick_runtime
 from reversion_core.settings import InversionSettings
-from reversion_core.zerogpu import GenerationRequest, GpuRunner, StepTimes, TrainingRequest
+from server.forms import GenerationRequest, TrainingRequest
+from server.gpu_runner import GpuRunner, StepTimes
+from server.hosting import pick_runtime
 
 model, exemplars, relations = sys.argv[1:4]
 runtime = pick_runtime(base_model=model)
-generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.dtype, attention=runtime.attention)
+generator = RelationGenerator(runtime.base_model, device=runtime.device, dtype=runtime.precision, attention=runtime.attention)
 runner = GpuRunner(generator, runtime, cap_s=120, times=StepTimes(generation=0.1, training=0.15, setup=15))
 asked = []
 class Scheduled(Exception):
@@ -195,7 +201,7 @@ def schedule(task_id, request=None, duration=None, gpu_size=None, **kwargs):
     asked.append(duration.total_seconds())
     raise Scheduled  # the real scheduler is a Spaces service; the duration it would get is what is checked
 client.schedule = schedule
-generation = GenerationRequest(prompt="circle square", num_images=2, steps=30)
+generation = GenerationRequest(mode="Free prompt", prompt="circle square", num_images=2, steps=30)
 train = TrainingRequest(load_exemplars(exemplars), "rel", InversionSettings(max_train_steps=40), relations)
 for call in (lambda: runner.generate(generation), lambda: list(runner.train(train))):
     try:
