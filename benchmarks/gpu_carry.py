@@ -142,7 +142,7 @@ def travel_report(bundle: Path) -> tuple[bool, str]:
     total = tree + carried
     fits = total <= TRAVEL_LIMIT
     return fits, (f"A device call would send {total / 2**20:.1f} MiB: the working tree {tree / 2**20:.1f} MiB and "
-                  f"{bundle.relative_to(REPO)} {carried / 2**20:.1f} MiB, "
+                  f"{bundle.relative_to(REPO) if bundle.is_relative_to(REPO) else bundle} {carried / 2**20:.1f} MiB, "
                   + ("within" if fits else f"{(total - TRAVEL_LIMIT) / 2**20:.1f} MiB over") + " the 64 MiB limit.")
 
 

@@ -372,11 +372,11 @@ def perf(ctx: Context, limit: float) -> dict:
 PARTS = [
     Part("environment", "the GPU, torch's CUDA build, and where each library comes from", ("torch",), 10, 30, environment),
     Part("cuda-tests", "the tests marked cuda, for real: fp16 GradScaler checkpoints, ZeroGPU through `spaces`",
-         ("pytest", "diffusers"), 60, 150, cuda_tests),
+         ("torch", "pytest", "diffusers"), 60, 150, cuda_tests),
     Part("app", "python app.py on an SD 1.5-shaped random model: header, 50-step training, 512 px generation, report card",
-         ("diffusers", "gradio", "gradio_client"), 150, 210, app),
+         ("torch", "diffusers", "gradio", "gradio_client"), 150, 210, app),
     Part("perf", "perf.py at 512 px: engine vs reference, fp32/fp16/xformers, peak memory, 3000-step estimate",
-         ("diffusers",), 120, 600, perf),
+         ("torch", "diffusers"), 120, 600, perf),
 ]
 
 

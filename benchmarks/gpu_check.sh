@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 dry=0
 for a in "$@"; do [ "$a" = "--dry-run" ] && dry=1; done
 
-PY=python3
-if [ -x .venv/bin/python ] && { [ $dry = 1 ] || .venv/bin/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; }; then
+# the Python to use: $PYTHON, else .venv's where it fits (any for a dry run, one that sees a GPU otherwise), else python3
+PY=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ] && { [ $dry = 1 ] || .venv/bin/python -c "import torch, sys; sys.exit(not torch.cuda.is_available())" 2>/dev/null; }; then
   PY=.venv/bin/python
 fi
 if [ -f .gpu-carry/site.tar.xz ] && ! "$PY" -c "import diffusers, gradio, gradio_client, spaces" 2>/dev/null; then

@@ -33,7 +33,7 @@ def test_the_dry_run_lists_the_parts_runs_them_on_a_tiny_model_folder_and_writes
     assert list(parts) == PART_NAMES and {p["status"] for p in parts.values()} == {"passed"}
 
     tests = {t["test"].split("::")[1]: t for t in parts["cuda-tests"]["tests"]}
-    assert set(tests) == {"test_fp16_run_on_a_gpu_checkpoints_its_scaler_and_resumes_to_the_same_vector",
+    assert set(tests) >= {"test_fp16_run_on_a_gpu_checkpoints_its_scaler_and_resumes_to_the_same_vector",
                           "test_on_zero_gpu_the_functions_are_wrapped_and_ask_for_the_computed_duration"}
     assert all(t["outcome"] == "skipped" and t["message"] for t in tests.values())  # on the GPU a skip fails the part
 
@@ -104,7 +104,8 @@ def test_the_first_sentence_ends_at_a_full_stop_outside_parentheses():
 
 
 def test_the_tests_to_run_on_the_gpu_are_found_by_their_cuda_marker():
-    assert gpu_check.cuda_test_files() == ["tests/test_training_runs.py", "tests/test_zerogpu.py"]
+    assert {"tests/test_training_runs.py", "tests/test_zerogpu.py"} <= set(gpu_check.cuda_test_files())
+    assert "tests/test_app.py" not in gpu_check.cuda_test_files()
 
 
 def test_the_model_folder_builder_at_tiny_size_has_sd15s_blocks_and_loads_like_sd15(tmp_path):
@@ -139,3 +140,14 @@ def test_pruning_leaves_out_the_browser_bundle_and_other_pipelines(tmp_path):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == [
         "diffusers/pipelines/pipeline_utils.py", "diffusers/pipelines/stable_diffusion/pipeline_stable_diffusion.py",
         "gradio/components/button.py", "gradio/templates/frontend/index.html"]
+
+
+def test_the_travel_check_adds_the_bundle_to_the_tree_against_the_64_mib_a_device_call_sends(tmp_path):
+    bundle = tmp_path / "site.tar.xz"
+    with open(bundle, "wb") as f:
+        f.truncate(gpu_carry.TRAVEL_LIMIT - gpu_carry.tree_bytes() + 2 * 2**20)  # 2 MiB too many
+    fits, line = gpu_carry.travel_report(bundle)
+    assert not fits and line.endswith(", 2.0 MiB over the 64 MiB limit.")
+    bundle.write_bytes(b"")
+    fits, line = gpu_carry.travel_report(bundle)
+    assert fits and line.endswith(" 0.0 MiB, within the 64 MiB limit.")
