@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,12 +107,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def run_logged(cmd: list[str], log: Path, timeout: float, env: dict | None = None) -> int:
-    """Run ``cmd`` in the repository with its output in ``log``; the exit status, or 124 when it ran out of time."""
+    """Run ``cmd`` in the repository with its output in ``log``; the exit status, or 124 when it ran out of time, in
+    which case its whole process group is ended (perf.py's measurements run in processes of their own)."""
     with open(log, "w") as f:
+        process = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, process_group=0,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         try:
-            return subprocess.run(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=max(timeout, 1),
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}).returncode
+            return process.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             return 124
 
 
@@ -437,7 +442,8 @@ def markdown(report: dict) -> str:
             params = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in m.get("parameters", {}).items())
             lines += ["", "## app", "", f"Model folder: {params} parameters, {m.get('native_px')} px, "
                       f"{m.get('bytes_on_disk', 0) / 2**20:.0f} MiB on disk, built in {m.get('seconds')} s; page served after "
-                      f"{r.get('page_served_s', '-')} s.", ""]
+                      f"{r.get('page_served_s', '-')} s. The app got the folder through --base-model (SD 1.5 cannot be "
+                      "downloaded there) and picked the device, precision and attention itself.", ""]
             lines += [f"- {c['check']}: {'ok' if c['ok'] else 'FAILED'} ({c['seconds']} s){'' if c['ok'] else ' - ' + c['detail']}"
                       for c in r.get("checks", [])]
             for key, label in (("header", "header's runtime"), ("train_status", "training status"),

@@ -113,8 +113,15 @@ def merged_readme(ours: Path, theirs: Path | None, out: Path) -> None:
         return
     from huggingface_hub import CardData, RepoCard
 
+    import yaml
+
     card = RepoCard.load(ours)
-    own, existing = card.data.to_dict(), RepoCard.load(theirs).data.to_dict()
+    try:
+        existing = RepoCard.load(theirs).data.to_dict()
+    except (ValueError, yaml.YAMLError):
+        raise ReVersionError("The Space's README.md starts with metadata that cannot be read as YAML; fix or remove it "
+                             "on the Hub, then deploy again.") from None
+    own = card.data.to_dict()
     card.data = CardData(**{**own, **existing, **{k: own[k] for k in OWN_METADATA if k in own}})
     card.save(out)
 

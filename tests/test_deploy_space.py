@@ -188,6 +188,13 @@ def test_updating_a_space_deletes_what_it_no_longer_needs_and_keeps_its_own_read
     assert "deleting 2 it no longer needs" in capsys.readouterr().out
 
 
+def test_a_space_readme_whose_metadata_is_not_yaml_is_one_sentence(monkeypatch, capsys):
+    FakeHub(exists=True, remote=["README.md"], readme="---\ntitle: [unclosed\n---\n# Their words\n").install(monkeypatch)
+    assert deploy_space.main(["alice/reversion-studio"]) == 2
+    assert capsys.readouterr().err == ("error: The Space's README.md starts with metadata that cannot be read as YAML; "
+                                       "fix or remove it on the Hub, then deploy again.\n")
+
+
 def test_a_refusal_by_the_hub_is_one_sentence(monkeypatch, capsys):
     from huggingface_hub.errors import HfHubHTTPError
 
