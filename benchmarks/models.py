@@ -52,7 +52,7 @@ def build_pipeline(kind: str, device: str = "cpu", dtype: torch.dtype = torch.fl
         pipe = load_pipeline(DEFAULT_BASE_MODEL, device=device, dtype=dtype, attention=attention)
         pipe.set_progress_bar_config(disable=True)
         return pipe
-    builders = {"embedded-arch": _embedded_arch_components, "tiny": _tiny_components, "sd15": _sd15_components}
+    builders = {"embedded-arch": _embedded_arch_components, "tiny": _tiny_components, "sd15": sd15_components}
     if kind not in builders:
         raise SystemExit(f"Unknown model {kind!r}; choose one of {', '.join(MODELS)}.")
     torch.manual_seed(0)
@@ -108,16 +108,33 @@ def _ddim():
     return DDIMScheduler(**scheduler_config())
 
 
-def _sd15_components():
+# SD 1.5's classes, block types and layout at a size a CPU builds and runs in seconds (64 px images, 8x8 latents):
+# what `gpu_check.sh --dry-run` builds in place of the full-size model
+TINY_SD15 = {
+    "unet": {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "cross_attention_dim": 32,
+             "attention_head_dim": 2, "sample_size": 8},
+    "vae": {"block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 64},
+    "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "projection_dim": 32},
+}
+
+
+def sd15_components(tiny: bool = False):
+    """(tokenizer, text encoder, VAE, UNet, scheduler) of SD 1.5's published configs, random weights; ``tiny``: the
+    same architecture with the narrow widths of TINY_SD15 (the tokenizer keeps SD 1.5's 49,408 entries)."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    text_config = CLIPTextConfig.from_pretrained(SD15_CONFIGS / "text_encoder")
+    shrink = TINY_SD15 if tiny else {}
+    text_config = CLIPTextConfig.from_pretrained(SD15_CONFIGS / "text_encoder", **shrink.get("text_encoder", {}))
     tokenizer = _tokenizer(_vocabulary(), text_config.max_position_embeddings, pad_to=SD15_VOCAB_SIZE)
     assert len(tokenizer) == text_config.vocab_size == SD15_VOCAB_SIZE
     text_encoder = CLIPTextModel(text_config)
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15_CONFIGS / "unet"))
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15_CONFIGS / "vae"))
+    unet_config = {**UNet2DConditionModel.load_config(SD15_CONFIGS / "unet"), **shrink.get("unet", {})}
+    if tiny:  # else StableDiffusionPipeline takes the published config's version (0.6.0) as a cue to force 64
+        unet_config.pop("_diffusers_version", None)
+    unet = UNet2DConditionModel.from_config(unet_config)
+    vae = AutoencoderKL.from_config({**AutoencoderKL.load_config(SD15_CONFIGS / "vae"), **shrink.get("vae", {})})
     scheduler = PNDMScheduler.from_config(PNDMScheduler.load_config(SD15_CONFIGS / "scheduler"))
     return tokenizer, text_encoder, vae, unet, scheduler
 

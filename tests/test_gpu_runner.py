@@ -214,13 +214,14 @@ print(json.dumps({"hardware": runtime.hardware, "wrapped": runner._generate_gpu 
 """
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(torch.version.cuda is None, reason=(
     "spaces 0.51.3 takes its ZeroGPU path only with a CUDA build of PyTorch: at import it reads torch.version.cuda "
     "(spaces/zero/torch/static.py) and binds torch._C._cuda_init (patching.py); the GPU worker it then forks also "
     "needs the Spaces device API and a real GPU, which no test here has"))
 def test_on_zero_gpu_the_functions_are_wrapped_and_ask_for_the_computed_duration(tiny_model_dir, exemplar_dir, tmp_path):
     env = {**os.environ, "SPACES_ZERO_GPU": "true", "SPACES_ZERO_DEVICE_API_URL": "http://127.0.0.1:9",
-           "PYTHONPATH": str(APP_DIR), "ZEROGPU_OFFLOAD_DIR": str(tmp_path / "offload")}
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(APP_DIR), os.environ.get("PYTHONPATH")])), "ZEROGPU_OFFLOAD_DIR": str(tmp_path / "offload")}
     done = subprocess.run([sys.executable, "-c", ZERO_GPU_SCRIPT, str(tiny_model_dir), str(exemplar_dir), str(tmp_path / "r")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -84,6 +84,7 @@ def test_gradient_scaler_state_is_checkpointed_and_restored_on_resume(exemplar_d
     assert torch.equal(events[-1].relation.vector, expected)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 mixed precision needs a CUDA GPU (it is refused on CPU)")
 def test_fp16_run_on_a_gpu_checkpoints_its_scaler_and_resumes_to_the_same_vector(exemplar_dir, tmp_path, tiny_model_dir):
     fp16 = settings(mixed_precision="fp16")
