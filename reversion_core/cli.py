@@ -20,7 +20,7 @@ from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
     ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
-    MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
+    KEEP_CHOICES, MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
 )
 
 COMMANDS: dict[str, str] = {
@@ -77,6 +77,15 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-prompt", dest="validation_prompt")
     g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
+    v = p.add_argument_group("validation: the quality curve (default: every 100 steps on 8 pairs at 15 DDIM steps)")
+    v.add_argument("--validate-every", type=int, metavar="K", dest="validate_every", help="score <R> on new entity pairs every K steps (0: off)")
+    v.add_argument("--validation-pairs", type=int, metavar="N", dest="validation_pairs", help="entity pairs, one image each")
+    v.add_argument("--validation-steps", type=int, metavar="S", dest="validation_steps", help="DDIM steps of a validation image")
+    v.add_argument("--keep", choices=KEEP_CHOICES, help="save the last step's <R> (default) or the best validation step's")
+    v.add_argument("--stop-when-flat", type=int, metavar="N", dest="stop_when_flat",
+                   help="end the run after N validations without a gain in the relation score (0: never)")
+    v.add_argument("--clip-model", dest="clip_model", help="CLIPModel folder or cached hub id that scores validation off the embedded world")
+    v.add_argument("--relation-probe", dest="relation_probe", help="a saved relation probe (.safetensors): the relation score off the embedded world")
     card = p.add_argument_group("report card")
     card.add_argument("--score", action="store_true", help="score the new relation on held-out entity pairs once it is saved")
     card.add_argument("--score-pairs", type=int, metavar="N", help="entity pairs for --score (default 16; giving it turns --score on)")
@@ -100,8 +109,9 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, read_checkpoint
+    from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent, read_checkpoint
     from .settings import InversionSettings
+    from .validation import describe_point
 
     exemplars = args.exemplars
     if not exemplars and args.resume:
@@ -115,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = InversionSettings.from_dict({**base.to_dict(), **overrides})
     options = dict(
         base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
-        checkpoint_dir=args.checkpoint_dir, device=args.device,
+        checkpoint_dir=args.checkpoint_dir, device=args.device, clip_model=args.clip_model, relation_probe=args.relation_probe,
     )
     if checkpoint:
         run = Inversion.from_checkpoint(checkpoint, exemplars, args.name, settings, **options)
@@ -136,6 +146,8 @@ def _train(args: argparse.Namespace) -> int:
             + ")",
             file=sys.stderr,
         )
+        if run.validation.note:
+            print(run.validation.note, file=sys.stderr)
     bar = tqdm(total=settings.max_train_steps, initial=run.start_step, disable=not main, unit="step", dynamic_ncols=True)
     code = 0
     for event in run:
@@ -146,6 +158,9 @@ def _train(args: argparse.Namespace) -> int:
             run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(event.images):
                 image.save(run.checkpoint_dir / f"preview-{event.step:06d}-{i}.png")
+        elif isinstance(event, ValidationEvent) and main:
+            bar.write(describe_point(event.curve[-1], event.best_step))
+            _save_validation_grid(run.checkpoint_dir, event)
         elif isinstance(event, (FinishedEvent, StoppedEvent)):
             bar.close()
             if main:
@@ -153,6 +168,7 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
                 if event.message:
                     print(event.message)
+                print_validation(event.relation.card.get("validation"))
                 if score_pairs and isinstance(event, FinishedEvent) and event.path is not None:
                     _score_new_relation(args, event.path, score_pairs)
                 elif event.path is not None:
@@ -162,6 +178,30 @@ def _train(args: argparse.Namespace) -> int:
             print(f"error: {event.message}", file=sys.stderr)
             code = 2
     return code
+
+
+def _save_validation_grid(folder: Path, event) -> None:
+    """The validation images framed like the report card's, beside the run's checkpoints and previews."""
+    from .report_card import marked_grid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marked_grid(event.images, cell=64).save(folder / f"validation-{event.step:06d}.png")
+
+
+def print_validation(record: dict | None) -> None:
+    """The validation curve of a finished run's card, the kept step and why (or why validation was off)."""
+    if not record:
+        return
+    if record.get("curve"):
+        print(f"validation curve ({record['kind']} scorer, {len(record['pairs'])} entity pairs, {record['steps']} DDIM steps)")
+        print(f"{'step':>6} {'relation':>9} {'entities':>9} {'leakage':>8}")
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        for point in record["curve"]:
+            mark = "  <- kept" if point["step"] == record.get("kept_step") else ""
+            print(f"{point['step']:>6} {fmt(point.get('relation')):>9} {fmt(point.get('entities')):>9} {fmt(point.get('leakage')):>8}{mark}")
+    for line in (record.get("note"), record.get("why")):
+        if line:
+            print(line)
 
 
 def _score_pairs(args: argparse.Namespace) -> int | None:

@@ -31,7 +31,7 @@ from PIL import Image
 from .base_model import base_model_id, load_pipeline, resolve_source, set_attention, shared_pipeline
 from .errors import ReVersionError
 from .events import (  # noqa: F401  (the events are part of this module's interface)
-    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
+    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent,
 )
 from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
@@ -39,6 +39,7 @@ from .precompute import Precomputed, add_placeholder_token, precompute, with_tok
 from .relation_file import RelationPrompt, check_name, recover_relations
 from .run_files import already_saved, check_resumable, check_writable, read_checkpoint, save_run_relation, write_checkpoint
 from .settings import InversionSettings
+from .validation import Validation, start_validation
 
 
 # ----------------------------------------------------------------------------------------------- the <R> parameter
@@ -91,7 +92,9 @@ class Inversion:
     ``base_model`` is a source for :func:`load_pipeline` or an already loaded ``StableDiffusionPipeline`` that the
     run takes over (its tokenizer and text encoder gain the placeholder token; to keep using a pipeline elsewhere,
     use :meth:`from_components`). ``resume_from`` is a checkpoint file or folder, or a state read by
-    :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step.
+    :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step. ``validation_reader``,
+    ``clip_model`` and ``relation_probe`` choose how validation reads its images (:mod:`reversion_core.validation`;
+    default: the report card's choice); ``run.validation`` holds its curve and says in ``note`` when it is off.
     """
 
     def __init__(
@@ -105,6 +108,9 @@ class Inversion:
         checkpoint_dir: str | os.PathLike | None = None,
         resume_from: str | os.PathLike | dict | None = None,
         device: str | None = None,
+        validation_reader=None,
+        clip_model: str | None = None,
+        relation_probe: str | os.PathLike | None = None,
     ) -> None:
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
         self.settings = _run_settings(settings, checkpoint)
@@ -117,6 +123,10 @@ class Inversion:
             self.device, self.weight_dtype,
         )
         self._make_trainable(init_id)
+        self.validation: Validation = (  # only the main process validates (like previews)
+            start_validation(self.settings, self.exemplars, self.name, self.pipe, validation_reader, clip_model, relation_probe)
+            if self.accelerator.is_main_process else Validation(self.settings)
+        )
         if checkpoint:
             self._restore(checkpoint)
         self.last_good = self.current_vector().detach().clone()
@@ -342,14 +352,32 @@ class Inversion:
                 )
                 if s.preview_every and (step % s.preview_every == 0 or step == total) and acc.is_main_process:
                     yield self._preview(step)
+                flat = False
+                if self.validation.scheduled(step, total):  # the quality curve (reversion_core.validation)
+                    if self.validation.due(step, total):
+                        yield self.validation.validate(
+                            step, self.preview_pipeline(), self.current_vector(), s.placeholder_token, self.resolution, acc.autocast,
+                        )
+                    flat = bool(s.stop_when_flat) and self._on_every_process(self.validation.flat())
                 if s.checkpoint_every and step % s.checkpoint_every == 0:
                     path = self.save_checkpoint(step)
                     if path is not None:
                         yield CheckpointEvent(step, path)
+                if flat:
+                    yield self._end(FinishedEvent, step, start, self.validation.stop_why)
+                    return
         except KeyboardInterrupt:
             yield self._end(StoppedEvent, step - 1, start)
             return
         yield self._end(FinishedEvent, total, start)
+
+    def _on_every_process(self, decision: bool) -> bool:
+        """The main process's decision, on every process (they must end at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return decision
+        from accelerate.utils import broadcast_object_list
+
+        return bool(broadcast_object_list([decision])[0])
 
     def _usable(self, vector: torch.Tensor) -> bool:
         """Finite in the models' dtype, and small enough that the text encoder's layer norm (a mean of squares)
@@ -440,7 +468,7 @@ class Inversion:
             "base_model": self.base_model_id, "settings": self.settings.to_dict(),
             "vector": self.current_vector().detach().float().cpu(), "optimizer": self.optimizer.state_dict(),
             "rng": self.generator.get_state(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "losses": dict(self.last_losses),
+            "losses": dict(self.last_losses), "validation": self.validation.state(),
         }
         return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
 
@@ -457,6 +485,7 @@ class Inversion:
             scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
         self.last_losses = dict(state.get("losses") or {})
+        self.validation.restore(state.get("validation"))
 
     # ------------------------------------------------------------------------------------------- the end
     def _relation(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> RelationPrompt:
@@ -476,6 +505,7 @@ class Inversion:
             **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
             "resolution": self.resolution,
             "elapsed_s": round(elapsed, 2),
+            **({"validation": record} if (record := self.validation.record()) else {}),
         }
         preview = None
         if self.last_preview:
@@ -485,7 +515,9 @@ class Inversion:
         return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, preview)
 
     def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
-        """Write <R> into the table (only its row changes), drop the hook and save the relation folder."""
+        """Write the kept <R> (the last one, or with ``keep="best"`` the best validated one) into the table (only its
+        row changes), drop the hook and save the relation folder."""
+        vector, _ = self.validation.kept(steps, vector)
         with torch.no_grad():
             weight = self.text_encoder.get_input_embeddings().weight
             weight[self.placeholder_id] = vector.to(weight.device, weight.dtype)
@@ -504,10 +536,10 @@ class Inversion:
             return relation, self._saved_path, ""  # resumed after a crash that came after the save had finished
         return (relation, *save_run_relation(relation, self.relations_dir, self.name, self.overwrite, status, self.started_at))
 
-    def _end(self, kind, step: int, start: float):
+    def _end(self, kind, step: int, start: float, why: str = ""):
         elapsed = time.perf_counter() - start
         relation, path, message = self._finish(self.current_vector(), step, "finished" if kind is FinishedEvent else "stopped", elapsed)
-        return kind(step, relation, path, elapsed, message)
+        return kind(step, relation, path, elapsed, " ".join(m for m in (why, message) if m))
 
     def _fail(self, step: int, start: float, what: str) -> FailedEvent:
         last = step - 1

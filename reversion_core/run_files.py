@@ -77,7 +77,10 @@ def already_saved(relations_dir: Path, name: str, state: dict, settings: Inversi
         saved = load_relation(target, None)
     except ReVersionError:
         return None
-    same = saved.card.get("steps") == state["step"] and torch.equal(saved.vector, state["vector"].float().reshape(-1))
+    from .validation import kept_in_checkpoint
+
+    kept = kept_in_checkpoint(state, settings)  # with keep="best", the best validated <R>, not the last
+    same = saved.card.get("steps") == state["step"] and torch.equal(saved.vector, kept.float().reshape(-1))
     return target if same else None
 
 
