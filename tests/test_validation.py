@@ -305,3 +305,35 @@ def test_on_the_embedded_model_validation_reads_the_world(tmp_path):
     assert all(validation.figures[k] is not None for k in ("relation", "entities", "leakage"))
     assert {i.mark for i in validation.images} <= {"right", "entities wrong", "wrong"}
 
+
+# ----------------------------------------------------------------------------------------------- the evaluation
+def test_the_evaluation_takes_the_best_and_the_last_vector_from_one_training(tiny_model_dir, tmp_path, monkeypatch):
+    import reversion_core.validation as validation
+    from reversion_core.evaluation import EvaluationConfig, evaluate
+
+    monkeypatch.setattr(validation, "choose_reader", lambda *a, **k: (ScriptedReader((0.75, 0.25)), ""))
+    config = EvaluationConfig(
+        relations=["inside"], methods=["reversion", "reversion@best", "reversion@last"], seeds=[0], templates_per_relation=1,
+        images_per_template=1, train_steps=2, inference_steps=2, base_model=str(tiny_model_dir), out_dir=str(tmp_path / "out"),
+        device="cpu", train_settings={"gradient_accumulation_steps": 1, "validate_every": 1, "validation_pairs": 2, "validation_steps": 2},
+    )
+    result = evaluate(config, progress=False)
+    assert len(result.training) == 1 and [p["step"] for p in result.training[0]["validation"]["curve"]] == [1, 2]
+    relations = tmp_path / "out" / "relations"
+    plain, best, last = (load_relation(relations / m / "inside-s0", None) for m in ("reversion", "reversion@best", "reversion@last"))
+    assert torch.equal(last.vector, plain.vector) and not torch.equal(best.vector, plain.vector)
+    assert best.card["validation"]["kept_step"] == 1 and last.card["validation"]["kept_step"] == 2
+    assert [r["method"] for r in result.records] == ["reversion", "reversion@best", "reversion@last"]
+
+
+@pytest.mark.parametrize("methods, train_settings, sentence", [
+    (["reversion@best"], {"validate_every": 0}, "Method 'reversion@best' needs validation during training; do not set validate_every to 0."),
+    (["text_to_image@best"], {}, "Unknown method 'text_to_image@best'; choose from text_to_image, textual_inversion, reversion, "
+                                 "no_steering, no_importance_sampling, random_positives (a learned one may end in @best or @last)."),
+])
+def test_an_evaluation_method_that_cannot_keep_a_best_step_is_refused(methods, train_settings, sentence):
+    from reversion_core.evaluation import EvaluationConfig
+
+    with pytest.raises(ReVersionError) as info:
+        EvaluationConfig(methods=methods, train_settings=train_settings).validate()
+    assert str(info.value) == sentence
