@@ -111,6 +111,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent, read_checkpoint
     from .settings import InversionSettings
+    from .report_card_cli import print_validation
     from .validation import describe_point
 
     exemplars = args.exemplars
@@ -168,7 +169,7 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
                 if event.message:
                     print(event.message)
-                print_validation(event.relation.card.get("validation"))
+                print_validation(event.relation.card.get("validation"))  # the curve, the kept step and why
                 if score_pairs and isinstance(event, FinishedEvent) and event.path is not None:
                     _score_new_relation(args, event.path, score_pairs)
                 elif event.path is not None:
@@ -186,22 +187,6 @@ def _save_validation_grid(folder: Path, event) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     marked_grid(event.images, cell=64).save(folder / f"validation-{event.step:06d}.png")
-
-
-def print_validation(record: dict | None) -> None:
-    """The validation curve of a finished run's card, the kept step and why (or why validation was off)."""
-    if not record:
-        return
-    if record.get("curve"):
-        print(f"validation curve ({record['kind']} scorer, {len(record['pairs'])} entity pairs, {record['steps']} DDIM steps)")
-        print(f"{'step':>6} {'relation':>9} {'entities':>9} {'leakage':>8}")
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        for point in record["curve"]:
-            mark = "  <- kept" if point["step"] == record.get("kept_step") else ""
-            print(f"{point['step']:>6} {fmt(point.get('relation')):>9} {fmt(point.get('entities')):>9} {fmt(point.get('leakage')):>8}{mark}")
-    for line in (record.get("note"), record.get("why")):
-        if line:
-            print(line)
 
 
 def _score_pairs(args: argparse.Namespace) -> int | None:
@@ -231,7 +216,7 @@ def _score_new_relation(args: argparse.Namespace, path: Path, pairs: int) -> Non
 
     try:
         generator = RelationGenerator(args.base_model, args.device, relations_dir=args.relations_dir)
-        score_and_print(load_relation(path, None), generator, pairs=pairs)
+        score_and_print(load_relation(path, None), generator, pairs=pairs, show_validation=False)  # train printed it
     except ReVersionError as exc:
         raise ReVersionError(f"{exc} The relation is saved; score it later with: {score_command(path, args.base_model)}") from None
 

@@ -393,6 +393,22 @@ def _write_whole(path: Path, write: Callable[[Any], None], binary: bool = False)
         raise
 
 
+def validation_record(relation: RelationPrompt) -> dict[str, Any] | None:
+    """The quality curve a relation's training recorded (``card.json``'s ``validation``: curve, pairs, kept step, why),
+    or None when it was trained without validation."""
+    record = relation.card.get("validation")
+    return record if isinstance(record, dict) and (record.get("curve") or record.get("note")) else None
+
+
+def validation_rows(record: dict[str, Any]) -> list[list[str]]:
+    """Rows of ``[step, relation right, both entities right, nuisance leaked, "kept" or ""]`` for a small table."""
+    kept = record.get("kept_step")
+    return [
+        [str(p.get("step")), _fmt(p.get("relation")), _fmt(p.get("entities")), _fmt(p.get("leakage")), "kept" if p.get("step") == kept else ""]
+        for p in record.get("curve") or []
+    ]
+
+
 def saved_report_card(relation: RelationPrompt) -> tuple[dict[str, Any] | None, Image.Image | None]:
     """The report card saved in a relation's ``card.json`` (None when it has none) and its grid image when the card
     names one that is still readable (read bounded, like a preview)."""

@@ -276,7 +276,7 @@ def test_cli_train_prints_the_curve_and_keeps_the_best_step(exemplar_dir, tiny_m
                  "--device", "cpu", "--validate-every", "1", "--validation-pairs", "2", "--validation-steps", "2", "--keep", "best"]) == 0
     out = capsys.readouterr()
     assert "validation at step 2: relation 0.75, entities 1.00 (best: step 2)" in out.out
-    assert ("validation curve (world scorer, 2 entity pairs, 2 DDIM steps)\n"
+    assert ("validation curve of the training (world scorer, 2 entity pairs, 2 DDIM steps)\n"
             "  step  relation  entities  leakage\n"
             "     1      0.25      1.00        -\n"
             "     2      0.75      1.00        -  <- kept\n"
@@ -337,3 +337,17 @@ def test_an_evaluation_method_that_cannot_keep_a_best_step_is_refused(methods, t
     with pytest.raises(ReVersionError) as info:
         EvaluationConfig(methods=methods, train_settings=train_settings).validate()
     assert str(info.value) == sentence
+
+
+# ----------------------------------------------------------------------------------------------- the report card
+def test_the_report_card_shows_the_curve_of_a_relation_that_has_one(exemplar_dir, tmp_path, tiny_model_dir, capsys):
+    from reversion_core.report_card import validation_record, validation_rows
+    from reversion_core.report_card_cli import print_validation
+
+    _, events = train(exemplar_dir, tmp_path, tiny_model_dir, values=(0.25, 0.75), max_train_steps=2, keep="best")
+    record = validation_record(load_relation(events[-1].path))
+    assert validation_rows(record) == [["1", "0.25", "1.00", "-", ""], ["2", "0.75", "1.00", "-", "kept"]]
+    print_validation(record)
+    assert "     2      0.75      1.00        -  <- kept\nThe <R> of the last step, 2, was kept" in capsys.readouterr().out
+    _, plain = train(exemplar_dir, tmp_path / "plain", tiny_model_dir, validate_every=0)
+    assert validation_record(plain[-1].relation) is None
