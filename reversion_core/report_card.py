@@ -305,7 +305,7 @@ def read_world(images, pairs, seeds, world_name, nuisance, relation_text) -> lis
     out = []
     for image, (a, b), s in zip(images, pairs, seeds):
         result = score(image, world_name, parse_entity(a), parse_entity(b))
-        leaked = bool(shows_appearance(image, nuisance)) if nuisance else None
+        leaked = bool(shows_appearance(image, nuisance, result.reading)) if nuisance else None
         out.append(ScoredImage(image, f"{a} {relation_text} {b}", s, bool(result.relation_ok), bool(result.entities_ok), leaked))
     return out
 
