@@ -20,7 +20,7 @@ from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
     ATTENTION_CHOICES, DEFAULT_ATTENTION, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
-    KEEP_CHOICES, MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
+    KEEP_CHOICES, MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES, InversionSettings,
 )
 
 COMMANDS: dict[str, str] = {
@@ -77,7 +77,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-prompt", dest="validation_prompt")
     g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
-    v = p.add_argument_group("validation: the quality curve (default: every 100 steps on 8 pairs at 15 DDIM steps)")
+    d = InversionSettings
+    v = p.add_argument_group(
+        f"validation: the quality curve (default: every {d.validate_every} steps, {d.validation_pairs} entity pairs, "
+        f"{d.validation_steps} DDIM steps; on --resume, the checkpoint's)"
+    )
     v.add_argument("--validate-every", type=int, metavar="K", dest="validate_every", help="score <R> on new entity pairs every K steps (0: off)")
     v.add_argument("--validation-pairs", type=int, metavar="N", dest="validation_pairs", help="entity pairs, one image each")
     v.add_argument("--validation-steps", type=int, metavar="S", dest="validation_steps", help="DDIM steps of a validation image")

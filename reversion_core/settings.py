@@ -82,10 +82,10 @@ class InversionSettings:
     # Validation during training (reversion_core.validation): every validate_every steps, and at the last step of a
     # run that long, "E_A <R> E_B" is generated on validation_pairs entity pairs that neither the exemplars nor the
     # evaluation's templates use, and read by the report card's scorer. Observing only: the learned <R> is the same.
-    # The defaults cost about 11% of the training time on the embedded model on a 2-core CPU (docs/performance.md).
+    # The defaults cost under 15% of the training time on the embedded model on a 2-core CPU (docs/performance.md).
     validate_every: int = 100  # 0: off
     validation_pairs: int = 8
-    validation_steps: int = 15  # DDIM steps of a validation image
+    validation_steps: int = 10  # DDIM steps of a validation image
     keep: str = "last"  # "last" | "best": the <R> of the validation step with the highest relation score
     stop_when_flat: int = 0  # end the run after this many validations without a gain (0: never)
     reference: bool = False  # the official script's way (for benchmarks): VAE every step, fp32, whole table optimised

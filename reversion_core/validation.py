@@ -354,11 +354,12 @@ class Validation:
             return last_vector, last_step, why
         value = next(p["relation"] for p in self.curve if p["step"] == best)
         last = next((p["relation"] for p in self.curve if p["step"] == last_step), None)
+        score = f"{value:.2f}" + (", first reached there" if sum(p.get("relation") == value for p in self.curve) > 1 else "")
         if best == last_step:
-            why = f"The <R> of the last step, {best}, was kept: it drew the relation on the most validation pairs ({value:.2f})."
+            why = f"The <R> of the last step, {best}, was kept: it drew the relation on the most validation pairs ({score})."
         else:
             after = f"; the last step, {last_step}, scored {last:.2f}" if last is not None else f"; the last step, {last_step}, was not validated"
-            why = f"The <R> of step {best} was kept (keep 'best'): it drew the relation on the most validation pairs ({value:.2f}{after})."
+            why = f"The <R> of step {best} was kept (keep 'best'): it drew the relation on the most validation pairs ({score}{after})."
         return self.vectors[best].to(getattr(last_vector, "device", "cpu")), best, why
 
     def kept(self, last_step: int, last_vector):

@@ -162,6 +162,9 @@ def test_keep_best_saves_the_vector_of_the_step_with_the_highest_relation_score(
 def test_keep_best_gives_a_tie_to_the_earlier_step(exemplar_dir, tmp_path, tiny_model_dir):
     run, events = train(exemplar_dir, tmp_path, tiny_model_dir, values=(0.5, 0.75, 0.75, 0.75), keep="best")
     assert events[-1].relation.card["validation"]["kept_step"] == 2
+    assert events[-1].relation.card["validation"]["why"] == (
+        "The <R> of step 2 was kept (keep 'best'): it drew the relation on the most validation pairs (0.75, first reached "
+        "there; the last step, 4, scored 0.75).")
     assert torch.equal(events[-1].relation.vector, run.validation.vector_at(2))
 
 
