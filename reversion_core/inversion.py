@@ -14,8 +14,8 @@ memory serves generation and every training; ``Inversion.from_checkpoint`` conti
 ``reference=True`` in the settings runs the way the official script does instead (VAE encode every step, fp32,
 AdamW over the whole embedding table with the other rows restored after each step), for benchmarks only.
 
-About 500 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
-that need none of it live beside it (events, precompute, run_files).
+About 550 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
+that need none of it live beside it (events, precompute, run_files, validation).
 """
 from __future__ import annotations
 

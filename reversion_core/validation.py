@@ -16,6 +16,8 @@ when one is given. Read top to bottom:
 4. :class:`Validation`, the run's state: due steps, one validation, which <R> to keep, the checkpoint and the card.
 
 Validation only observes: its images use their own random generators, so the learned <R> is the same with it on.
+Slightly over 400 lines because the split, the readers, the curve's rules and the run's state are one idea (what a
+validation point means) that the run, the checkpoint, the card and the evaluation must read alike.
 """
 from __future__ import annotations
 
