@@ -114,7 +114,6 @@ def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .inversion import FailedEvent, FinishedEvent, Inversion, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent, read_checkpoint
-    from .settings import InversionSettings
     from .report_card_cli import print_validation
     from .validation import describe_point
 
