@@ -19,8 +19,8 @@ from types import SimpleNamespace
 from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
-    ATTENTION_CHOICES, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES,
-    MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES,
+    ATTENTION_CHOICES, DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEVICE_CHOICES, FUSE_CHOICES, KEEP_CHOICES,
+    MIXED_PRECISION_CHOICES, STEERING_POSITIVES_CHOICES, InversionSettings,
 )
 
 COMMANDS: dict[str, str] = {
@@ -77,6 +77,19 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--validation-prompt", dest="validation_prompt")
     g.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
     g.add_argument("--reference", action="store_true", default=None, help="the official script's slower loop (benchmarks)")
+    d = InversionSettings
+    v = p.add_argument_group(
+        f"validation: the quality curve (default: every {d.validate_every} steps, {d.validation_pairs} entity pairs, "
+        f"{d.validation_steps} DDIM steps; on --resume, the checkpoint's)"
+    )
+    v.add_argument("--validate-every", type=int, metavar="K", dest="validate_every", help="score <R> on new entity pairs every K steps (0: off)")
+    v.add_argument("--validation-pairs", type=int, metavar="N", dest="validation_pairs", help="entity pairs, one image each")
+    v.add_argument("--validation-steps", type=int, metavar="S", dest="validation_steps", help="DDIM steps of a validation image")
+    v.add_argument("--keep", choices=KEEP_CHOICES, help="save the last step's <R> (default) or the best validation step's")
+    v.add_argument("--stop-when-flat", type=int, metavar="N", dest="stop_when_flat",
+                   help="end the run after N validations without a gain in the relation score (0: never)")
+    v.add_argument("--clip-model", dest="clip_model", help="CLIPModel folder or cached hub id that scores validation off the embedded world")
+    v.add_argument("--relation-probe", dest="relation_probe", help="a saved relation probe (.safetensors): the relation score off the embedded world")
     card = p.add_argument_group("report card")
     card.add_argument("--score", action="store_true", help="score the new relation on held-out entity pairs once it is saved")
     card.add_argument("--score-pairs", type=int, metavar="N", help="entity pairs for --score (default 16; giving it turns --score on)")
@@ -87,10 +100,11 @@ def _train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+    from .inversion import FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent
     from .reference_loop import inversion_class
+    from .report_card_cli import print_validation
     from .run_files import EXEMPLARS_DIR, kept_exemplars, read_checkpoint, save_exemplars
-    from .settings import InversionSettings
+    from .validation import describe_point
 
     exemplars = args.exemplars
     if not exemplars and args.resume:
@@ -104,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = InversionSettings.from_dict({**(checkpoint["settings"] if checkpoint else {}), **overrides})
     options = dict(
         base_model=args.base_model, relations_dir=args.relations_dir, overwrite=args.overwrite,
-        checkpoint_dir=args.checkpoint_dir, device=args.device,
+        checkpoint_dir=args.checkpoint_dir, device=args.device, clip_model=args.clip_model, relation_probe=args.relation_probe,
     )
     loop = inversion_class(settings)  # --reference: the official script's slower loop
     if checkpoint:
@@ -124,6 +138,8 @@ def _train(args: argparse.Namespace) -> int:
             + ")",
             file=sys.stderr,
         )
+        if run.validation.note:
+            print(run.validation.note, file=sys.stderr)
     bar = tqdm(total=settings.max_train_steps, initial=run.start_step, disable=not main, unit="step", dynamic_ncols=True)
     code = 0
     for event in run:
@@ -134,6 +150,9 @@ def _train(args: argparse.Namespace) -> int:
             run.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(event.images):
                 image.save(run.checkpoint_dir / f"preview-{event.step:06d}-{i}.png")
+        elif isinstance(event, ValidationEvent) and main:
+            bar.write(describe_point(event.curve[-1], event.best_step))
+            _save_validation_grid(run.checkpoint_dir, event)
         elif isinstance(event, (FinishedEvent, StoppedEvent)):
             bar.close()
             if main:
@@ -141,6 +160,7 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{what} at step {event.step} in {event.elapsed:.1f}s; relation saved to {event.path}")
                 if event.message:
                     print(event.message)
+                print_validation(event.relation.card.get("validation"))  # the curve, the kept step and why
                 if score_pairs and isinstance(event, FinishedEvent) and event.path is not None:
                     _score_new_relation(args, event.path, score_pairs)
                 elif event.path is not None:
@@ -150,6 +170,14 @@ def _train(args: argparse.Namespace) -> int:
             print(f"error: {event.message}", file=sys.stderr)
             code = 2
     return code
+
+
+def _save_validation_grid(folder: Path, event) -> None:
+    """The validation images framed like the report card's, beside the run's checkpoints and previews."""
+    from .report_card import marked_grid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    marked_grid(event.images, cell=64).save(folder / f"validation-{event.step:06d}.png")
 
 
 def _score_pairs(args: argparse.Namespace) -> int | None:
@@ -179,7 +207,7 @@ def _score_new_relation(args: argparse.Namespace, path: Path, pairs: int) -> Non
 
     try:
         generator = RelationGenerator(args.base_model, args.device, relations_dir=args.relations_dir)
-        score_and_print(load_relation(path, None), generator, pairs=pairs)
+        score_and_print(load_relation(path, None), generator, pairs=pairs, show_validation=False)  # train printed it
     except ReVersionError as exc:
         raise ReVersionError(f"{exc} The relation is saved; score it later with: {score_command(path, args.base_model)}") from None
 

@@ -27,6 +27,18 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 PROBE_FORMAT = "reversion-relation-probe/1"
 
 
+def clip_on_disk(model: str | os.PathLike = DEFAULT_CLIP_MODEL) -> bool:
+    """Is this CLIP model a local folder, or a hub id already in the Hugging Face cache (nothing is downloaded)?"""
+    if Path(model).expanduser().is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(str(model), "config.json"), str)
+    except Exception:  # not a hub id either (a path that does not exist)
+        return False
+
+
 class RelationClassifier(Protocol):
     """Anything that names the relation shown in each image (one of ``labels``)."""
 
@@ -43,11 +55,15 @@ def entity_text(entity_a: str, entity_b: str) -> str:
 class ClipFeatures:
     """A CLIP model and its processor: unit-length image and text features, and the CLIP score."""
 
-    def __init__(self, model: str | os.PathLike = DEFAULT_CLIP_MODEL, device: str | torch.device = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, model: str | os.PathLike = DEFAULT_CLIP_MODEL, device: str | torch.device = "cpu", batch_size: int = 32,
+        local_files_only: bool = False,
+    ) -> None:
+        """``local_files_only``: never download (a training's validation uses CLIP only when it is on disk)."""
         from transformers import CLIPModel, CLIPProcessor
 
         self.model_id, self.device, self.batch_size = str(model), torch.device(device), int(batch_size)
-        offline = Path(model).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        offline = local_files_only or Path(model).expanduser().is_dir() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         try:
             self.model = CLIPModel.from_pretrained(str(model), local_files_only=offline).to(self.device).eval()
             self.processor = CLIPProcessor.from_pretrained(str(model), local_files_only=offline)

@@ -17,7 +17,7 @@ rows restored after each step), for benchmarks and the test that holds this loop
 :mod:`reversion_core.reference_loop`: it overrides the few methods marked "(the reference loop overrides this)".
 
 Over 400 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
-that need none of it live beside it (relation_vector, events, precompute, previews, run_files).
+that need none of it live beside it (relation_vector, events, precompute, previews, run_files, validation).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from PIL import Image
 from .base_model import base_model_id, load_pipeline, set_attention, shared_pipeline
 from .errors import ReVersionError
 from .events import (  # noqa: F401  (the events are part of this module's interface)
-    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent,
+    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent,
 )
 from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
@@ -42,8 +42,9 @@ from .previews import preview_images, preview_pipeline, preview_prompt, strip
 from .relation_file import RelationPrompt, check_name
 from .relation_vector import RelationVector
 from .run_files import check_resumable, checkpoint_state, plan_run, read_checkpoint, save_run_relation, write_checkpoint
-from .runtime import check_precision, make_accelerator, pick_device, resolve_source, torch_dtype
+from .runtime import check_loaded_dtype, check_precision, make_accelerator, pick_device, resolve_source, torch_dtype
 from .settings import InversionSettings
+from .validation import Validation, start_validation
 
 
 def _run_settings(settings: InversionSettings | None, checkpoint: dict | None, reference: bool) -> InversionSettings:
@@ -66,7 +67,8 @@ class Inversion:
     ``base_model`` is a source for :func:`load_pipeline` or an already loaded ``StableDiffusionPipeline`` that the
     run takes over (its tokenizer and text encoder gain the placeholder token; to keep using a pipeline elsewhere,
     use :meth:`from_components`). ``resume_from`` is a checkpoint file or folder, or a state read by
-    :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step.
+    :func:`read_checkpoint`. Bad inputs raise ReVersionError here, before any step. ``validation_reader``, ``clip_model``
+    and ``relation_probe`` choose how ``run.validation`` (:mod:`reversion_core.validation`) reads its images.
     """
 
     reference = False  # the official script's loop (reversion_core.reference_loop) says True
@@ -82,6 +84,9 @@ class Inversion:
         checkpoint_dir: str | os.PathLike | None = None,
         resume_from: str | os.PathLike | dict | None = None,
         device: str | None = None,
+        validation_reader=None,
+        clip_model: str | None = None,
+        relation_probe: str | os.PathLike | None = None,
     ) -> None:
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
         self.settings = _run_settings(settings, checkpoint, self.reference)
@@ -94,6 +99,8 @@ class Inversion:
             self.device, self.weight_dtype,
         )
         self._make_trainable(init_id)
+        self.validation: Validation = start_validation(self.settings, self.exemplars, self.name, self.pipe, validation_reader,
+                                                       clip_model, relation_probe, main=self.accelerator.is_main_process)
         if checkpoint:
             self._restore(checkpoint)
         self.last_good = self.current_vector().detach().clone()
@@ -113,12 +120,7 @@ class Inversion:
         resume_from = options.pop("resume_from", None)
         checkpoint = read_checkpoint(resume_from) if isinstance(resume_from, (str, os.PathLike)) else resume_from
         settings = _run_settings(settings, checkpoint, cls.reference)
-        dtype, wanted = pipeline.unet.dtype, torch_dtype(cls.precision(settings))
-        if dtype != wanted:
-            raise ReVersionError(
-                f"The loaded base model runs in {str(dtype).removeprefix('torch.')} but this training needs "
-                f"{str(wanted).removeprefix('torch.')}; set mixed precision to match or load the base model in that precision."
-            )
+        check_loaded_dtype(pipeline.unet.dtype, torch_dtype(cls.precision(settings)))
         run = cls(exemplars, name, settings, base_model=shared_pipeline(pipeline, tokenizer, source), resume_from=checkpoint, **options)
         run.shares_models = True
         return run
@@ -300,10 +302,14 @@ class Inversion:
                 )
                 if s.preview_every and (step % s.preview_every == 0 or step == total) and acc.is_main_process:
                     yield self._preview(step)
+                flat = yield from self.validation.after_step(step, total, self)  # the quality curve, and early stop
                 if s.checkpoint_every and step % s.checkpoint_every == 0:
                     path = self.save_checkpoint(step)
                     if path is not None:
                         yield CheckpointEvent(step, path)
+                if flat:
+                    yield self._end(FinishedEvent, step, start, self.validation.stop_why)
+                    return
         except KeyboardInterrupt:
             yield self._end(StoppedEvent, step - 1, start)
             return
@@ -376,7 +382,8 @@ class Inversion:
         if not self.accelerator.is_main_process:
             return None
         state = checkpoint_state(step, self.name, self.settings, self.base_model_id, self.current_vector(), self.optimizer,
-                                 self.generator, getattr(self.accelerator, "scaler", None), self.last_losses)
+                                 self.generator, getattr(self.accelerator, "scaler", None), self.last_losses,
+                                 self.validation.state())
         return write_checkpoint(self.checkpoint_dir, step, state, self.started_at)
 
     def _restore(self, state: dict) -> None:
@@ -390,6 +397,7 @@ class Inversion:
             scaler.load_state_dict(state["scaler"])
         self.start_step = int(state["step"])
         self.last_losses = dict(state.get("losses") or {})
+        self.validation.restore(state.get("validation"))
 
     # ------------------------------------------------------------------------------------------- the end
     def _relation(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> RelationPrompt:
@@ -401,11 +409,14 @@ class Inversion:
             "final_losses": self.last_losses, "pos_backend": self.pos_backend, "negative_words": self.negative_words,
             **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
             "resolution": self.resolution, "elapsed_s": round(elapsed, 2),
+            **({"validation": record} if (record := self.validation.record()) else {}),
         }
         return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, strip(self.last_preview))
 
     def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
-        """Write <R> into the table (only its row changes), drop the hook and save the relation folder."""
+        """Write the kept <R> (the last one, or with ``keep="best"`` the best validated one) into the table (only its
+        row changes), drop the hook and save the relation folder."""
+        vector, _ = self.validation.kept(steps, vector)
         with torch.no_grad():
             weight = self.text_encoder.get_input_embeddings().weight
             weight[self.placeholder_id] = vector.to(weight.device, weight.dtype)
@@ -424,10 +435,10 @@ class Inversion:
             return relation, self._saved_path, ""  # resumed after a crash that came after the save had finished
         return (relation, *save_run_relation(relation, self.relations_dir, self.name, self.overwrite, status, self.started_at))
 
-    def _end(self, kind, step: int, start: float):
+    def _end(self, kind, step: int, start: float, why: str = ""):
         elapsed = time.perf_counter() - start
         relation, path, message = self._finish(self.current_vector(), step, "finished" if kind is FinishedEvent else "stopped", elapsed)
-        return kind(step, relation, path, elapsed, message)
+        return kind(step, relation, path, elapsed, " ".join(m for m in (why, message) if m))
 
     def _fail(self, step: int, start: float, what: str) -> FailedEvent:
         last = step - 1

@@ -11,6 +11,9 @@ generates one image per entity pair the exemplars do not use and reads every ima
 
 The figures are saved into the relation's ``card.json`` (``report_card``) and the marked grid into ``report_card.png``
 beside it, each written whole and renamed into place.
+
+Over 400 lines because the card's image reading (world or CLIP) is also what training validation reads its images
+with (:mod:`reversion_core.validation`), so both score alike, and it sits beside the card that defines it.
 """
 from __future__ import annotations
 
@@ -143,14 +146,18 @@ def marked_grid(images: Sequence[ScoredImage], columns: int = 8, cell: int = 96)
 # ----------------------------------------------------------------------------------------------- which scorer
 def world_relation_of(relation: RelationPrompt) -> str | None:
     """The world relation a relation was learned from: its card's exemplar-set relation, or its own name."""
+    return world_relation_named(relation.card.get("relation"), relation.name)
+
+
+def world_relation_named(info: Any, name: str | None) -> str | None:
+    """The world relation an exemplar set's ``relation.json`` (``info``) names, else the one called ``name``, else None."""
     from .world import get_relation
 
-    info = relation.card.get("relation")
-    candidates = [info.get("name") if isinstance(info, dict) else None, relation.name]
-    for name in candidates:
-        if isinstance(name, str):
+    candidates = [info.get("name") if isinstance(info, dict) else None, name]
+    for candidate in candidates:
+        if isinstance(candidate, str):
             try:
-                return get_relation(name).name
+                return get_relation(candidate).name
             except ValueError:
                 continue
     return None
@@ -167,15 +174,19 @@ def is_world_model(pipe) -> bool:
 
 def exemplar_pairs(relation: RelationPrompt) -> set[tuple[str, str]]:
     """The (entity A, entity B) pairs the exemplars show, as plain ``"colour shape"`` texts."""
+    return world_pairs_shown(relation.card.get("relation"), relation.card.get("exemplar_captions"))
+
+
+def world_pairs_shown(info: Any, captions_by_image: Any) -> set[tuple[str, str]]:
+    """The plain world entity pairs an exemplar set shows: its ``relation.json``'s scenes (``info``) and its captions
+    (``{image: [caption, ...]}``) that name a colour and a shape on each side of the placeholder."""
     from .world import parse_entity
 
     texts: list[tuple[str, str]] = []
-    info = relation.card.get("relation")
     if isinstance(info, dict):
         texts += [(s.get("entity_a", ""), s.get("entity_b", "")) for s in info.get("scenes", []) if isinstance(s, dict)]
-    captions = relation.card.get("exemplar_captions")
-    if isinstance(captions, dict):
-        for lines in captions.values():
+    if isinstance(captions_by_image, dict):
+        for lines in captions_by_image.values():
             for line in lines if isinstance(lines, list) else []:
                 left, sep, right = str(line).partition(DEFAULT_PLACEHOLDER)
                 if sep:
@@ -273,10 +284,10 @@ def score_relation(
 
         info = relation.card.get("relation")
         nuisance = info.get("nuisance") if isinstance(info, dict) else None
-        card.images = _read_world(images, pairs, seeds, world_name, nuisance, token)
-        card.reference_images = _read_world(ref_images, pairs, seeds, world_name, nuisance, phrase)
-        card.metrics = _world_figures(card.images, nuisance)
-        card.reference = _world_figures(card.reference_images, nuisance) if ref_images else {}
+        card.images = read_world(images, pairs, seeds, world_name, nuisance, token)
+        card.reference_images = read_world(ref_images, pairs, seeds, world_name, nuisance, phrase)
+        card.metrics = world_figures(card.images, nuisance)
+        card.reference = world_figures(card.reference_images, nuisance) if ref_images else {}
         card.chance = {"relation_accuracy": 1.0 / len(RELATION_NAMES)}
         if not nuisance:
             card.note = "The exemplars share no recorded nuisance appearance, so leakage is not measured."
@@ -292,18 +303,22 @@ def _generate(generator, prompts: list[str], seeds: list[int], steps: int, guida
     return generator.generate_prompts(prompts, seeds, steps=steps, guidance_scale=guidance, on_image=tick)
 
 
-def _read_world(images, pairs, seeds, world_name, nuisance, relation_text) -> list[ScoredImage]:
+# ----------------------------------------------------------------------------------------------- reading images
+# The pieces the card and the training's validation (:mod:`reversion_core.validation`) both read images with.
+def read_world(images, pairs, seeds, world_name, nuisance, relation_text) -> list[ScoredImage]:
+    """Each image read by the world's scorer against its pair (relation right, entities right, nuisance shown)."""
     from .world import parse_entity, score, shows_appearance
 
     out = []
     for image, (a, b), s in zip(images, pairs, seeds):
         result = score(image, world_name, parse_entity(a), parse_entity(b))
-        leaked = bool(shows_appearance(image, nuisance)) if nuisance else None
+        leaked = bool(shows_appearance(image, nuisance, result.reading)) if nuisance else None
         out.append(ScoredImage(image, f"{a} {relation_text} {b}", s, bool(result.relation_ok), bool(result.entities_ok), leaked))
     return out
 
 
-def _world_figures(items: Sequence[ScoredImage], nuisance) -> dict[str, float | None]:
+def world_figures(items: Sequence[ScoredImage], nuisance) -> dict[str, float | None]:
+    """Relation accuracy, entity accuracy and (when the exemplars share a nuisance) leakage over scored images."""
     def mean(values):
         values = [v for v in values if v is not None]
         return float(np.mean(values)) if values else None
@@ -315,6 +330,23 @@ def _world_figures(items: Sequence[ScoredImage], nuisance) -> dict[str, float | 
     }
 
 
+def read_clip(items: Sequence[ScoredImage], pairs: Sequence[tuple[str, str]], clip, classifier=None, label: str | None = None) -> dict[str, float | None]:
+    """CLIP's entity score of each image (and, with a relation ``classifier``, whether it shows ``label``), written
+    into the items; returns the mean figures (``relation_score`` None without a classifier)."""
+    if not items:
+        return {"entity_score": None, "relation_score": None}
+    scores = clip.entity_scores([i.image for i in items], list(pairs)[: len(items)])
+    for item, value in zip(items, scores):
+        item.entity_score = float(value)
+    figures = {"entity_score": float(np.mean(scores)), "relation_score": None}
+    if classifier is not None and label is not None:
+        predicted = classifier.predict([i.image for i in items])
+        for item, p in zip(items, predicted):
+            item.relation_ok = p == label
+        figures["relation_score"] = float(np.mean([p == label for p in predicted]))
+    return figures
+
+
 def _clip_figures(card: ReportCard, world_name, clip_model, relation_probe):
     from .clip_metrics import DEFAULT_CLIP_MODEL, ClipFeatures, ClipProbeClassifier, LinearProbe
 
@@ -322,30 +354,18 @@ def _clip_figures(card: ReportCard, world_name, clip_model, relation_probe):
         clip = ClipFeatures(clip_model or DEFAULT_CLIP_MODEL)
     except ReVersionError as exc:
         return {k: None for k in CLIP_METRICS}, {}, f"No CLIP score: {exc}"
-    figures = {}
-    for items, key in ((card.images, "metrics"), (card.reference_images, "reference")):
-        scores = clip.entity_scores([i.image for i in items], card.pairs[: len(items)]) if items else []
-        for item, value in zip(items, scores):
-            item.entity_score = float(value)
-        figures[key] = {"entity_score": float(np.mean(scores)) if scores else None, "relation_score": None}
+    classifier, label = None, world_name or card.relation
     note = "No relation score: pass a relation probe (a LinearProbe .safetensors) to measure it."
     if relation_probe is not None:
-        probe = ClipProbeClassifier(clip, LinearProbe.load(relation_probe))
-        label = world_name or card.relation
-        if label not in probe.probe.labels:
-            note = f"The relation probe knows {', '.join(probe.probe.labels)}, not {label!r}; no relation score."
+        classifier = ClipProbeClassifier(clip, LinearProbe.load(relation_probe))
+        if label not in classifier.labels:
+            note, classifier = f"The relation probe knows {', '.join(classifier.labels)}, not {label!r}; no relation score.", None
         else:
             note = ""
-            for items, key in ((card.images, "metrics"), (card.reference_images, "reference")):
-                if items:
-                    predicted = probe.predict([i.image for i in items])
-                    for item, p in zip(items, predicted):
-                        item.relation_ok = p == label
-                    figures[key]["relation_score"] = float(np.mean([p == label for p in predicted]))
-            card.chance = {"relation_score": 1.0 / len(probe.probe.labels)}
-    if not card.reference_images:
-        figures["reference"] = {}
-    return figures["metrics"], figures["reference"], note
+            card.chance = {"relation_score": 1.0 / len(classifier.labels)}
+    metrics = read_clip(card.images, card.pairs, clip, classifier, label)
+    reference = read_clip(card.reference_images, card.pairs, clip, classifier, label) if card.reference_images else {}
+    return metrics, reference, note
 
 
 def save_report_card(relation: RelationPrompt, card: ReportCard, grid: bool = True) -> Path:
@@ -378,6 +398,22 @@ def _write_whole(path: Path, write: Callable[[Any], None], binary: bool = False)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def validation_record(relation: RelationPrompt) -> dict[str, Any] | None:
+    """The quality curve a relation's training recorded (``card.json``'s ``validation``: curve, pairs, kept step, why),
+    or None when it was trained without validation."""
+    record = relation.card.get("validation")
+    return record if isinstance(record, dict) and (record.get("curve") or record.get("note")) else None
+
+
+def validation_rows(record: dict[str, Any]) -> list[list[str]]:
+    """Rows of ``[step, relation right, both entities right, nuisance leaked, "kept" or ""]`` for a small table."""
+    kept = record.get("kept_step")
+    return [
+        [str(p.get("step")), _fmt(p.get("relation")), _fmt(p.get("entities")), _fmt(p.get("leakage")), "kept" if p.get("step") == kept else ""]
+        for p in record.get("curve") or []
+    ]
 
 
 def saved_report_card(relation: RelationPrompt) -> tuple[dict[str, Any] | None, Image.Image | None]:

@@ -66,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
 def score_and_print(
     relation: RelationPrompt, generator: RelationGenerator, save: bool = True, grid: str | None = None,
-    as_json: bool = False, **options: Any,
+    as_json: bool = False, show_validation: bool = True, **options: Any,
 ) -> ReportCard:
     """Score ``relation`` with a progress line on stderr, save the card unless ``save`` is false, write the grid
-    when asked, and print the table (or the summary as JSON). ``options`` go to ``score_relation``."""
+    when asked, and print the table (or the summary as JSON), then the training's validation curve when it has one
+    (unless ``show_validation`` is false). ``options`` go to ``score_relation``."""
     import json
 
     from .report_card import save_report_card, score_relation
@@ -94,4 +95,24 @@ def score_and_print(
         print(card.note)
     if grid:
         print(grid)
+    if show_validation:
+        print_validation(relation.card.get("validation"))
     return card
+
+
+def print_validation(record: dict | None) -> None:
+    """The quality curve a relation's training recorded (step, relation, entities, leakage), the kept step and why,
+    or why validation was off."""
+    from .report_card import validation_rows
+
+    if not isinstance(record, dict):
+        return
+    if record.get("curve"):
+        print(f"validation curve of the training ({record.get('kind')} scorer, {len(record.get('pairs') or [])} entity pairs, "
+              f"{record.get('steps')} DDIM steps)")
+        print(f"{'step':>6} {'relation':>9} {'entities':>9} {'leakage':>8}")
+        for step, relation, entities, leakage, kept in validation_rows(record):
+            print(f"{step:>6} {relation:>9} {entities:>9} {leakage:>8}{'  <- kept' if kept else ''}")
+    for line in (record.get("note"), record.get("why")):
+        if line:
+            print(line)

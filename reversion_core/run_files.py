@@ -86,13 +86,14 @@ def read_checkpoint(source: str | os.PathLike) -> dict:
 
 
 def checkpoint_state(step: int, name: str, settings: InversionSettings, base_model: str, vector: torch.Tensor, optimizer,
-                     rng: torch.Generator, scaler, losses: dict[str, float]) -> dict:
+                     rng: torch.Generator, scaler, losses: dict[str, float], validation: dict | None = None) -> dict:
     """What a checkpoint holds: <R>, the optimizer's state, the step and the random stream (and a mixed-precision
-    run's gradient scaler), with the run's name, token, base model, settings and last losses."""
+    run's gradient scaler), with the run's name, token, base model, settings, last losses and validation curve."""
     return {
         "step": step, "name": name, "token": settings.placeholder_token, "base_model": base_model,
         "settings": settings.to_dict(), "vector": vector.detach().float().cpu(), "optimizer": optimizer.state_dict(),
         "rng": rng.get_state(), "scaler": scaler.state_dict() if scaler is not None else None, "losses": dict(losses),
+        "validation": validation,
     }
 
 
@@ -134,7 +135,10 @@ def already_saved(relations_dir: Path, name: str, state: dict, settings: Inversi
         saved = load_relation(target, None)
     except ReVersionError:
         return None
-    same = saved.card.get("steps") == state["step"] and torch.equal(saved.vector, state["vector"].float().reshape(-1))
+    from .validation import kept_in_checkpoint
+
+    kept = kept_in_checkpoint(state, settings)  # with keep="best", the best validated <R>, not the last
+    same = saved.card.get("steps") == state["step"] and torch.equal(saved.vector, kept.float().reshape(-1))
     return target if same else None
 
 

@@ -129,6 +129,25 @@ def make_accelerator(precision: str, cpu: bool):
     return Accelerator(mixed_precision=precision, cpu=cpu)
 
 
+def check_loaded_dtype(dtype, wanted) -> None:
+    """Refuse to train on models loaded in another dtype than the run's: casting shared models would change them for
+    their other users (generation)."""
+    if dtype != wanted:
+        raise ReVersionError(
+            f"The loaded base model runs in {str(dtype).removeprefix('torch.')} but this training needs "
+            f"{str(wanted).removeprefix('torch.')}; set mixed precision to match or load the base model in that precision."
+        )
+
+
+def main_process_decides(accelerator, decision: bool) -> bool:
+    """The main process's ``decision`` on every process of a launch (they must, say, end a run at the same step)."""
+    if accelerator.num_processes == 1:
+        return decision
+    from accelerate.utils import broadcast_object_list
+
+    return bool(broadcast_object_list([decision])[0])
+
+
 def xformers_usable() -> bool:
     """Whether xformers is installed and its attention kernel runs on this CUDA GPU (a broken build often imports fine)."""
     if importlib.util.find_spec("xformers") is None:

@@ -66,3 +66,17 @@ def test_sd15_tokenizer_has_clips_vocabulary_size_and_one_token_words():
     tokenizer = _tokenizer(_vocabulary(), 77, pad_to=SD15_VOCAB_SIZE)
     assert len(tokenizer) == 49408 and (tokenizer.bos_token_id, tokenizer.eos_token_id) == (49406, 49407)
     assert len(tokenizer.encode("and", add_special_tokens=False)) == 1
+
+
+def test_validation_benchmark_reports_both_variants_and_the_overhead(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_validation.py"), "--model", "tiny", "--steps", "2", "--validate-every", "1",
+         "--in-process", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "validation-cpu-tiny.json").read_text())
+    assert {"off", "on", "overhead_between_runs", "share_within_run"} <= set(results["summary"])
+    assert results["on"]["validate_every"] == 1 and results["rounds"]["off"][0]["settings"]["validate_every"] == 0
+    text = (tmp_path / "validation-cpu-tiny.md").read_text()
+    assert "Machine: " in text and "| on |" in text and "Overhead of validation" in text

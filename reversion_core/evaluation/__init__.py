@@ -9,7 +9,10 @@ For every relation of a benchmark folder and every seed, each method learns (or 
 - ``reversion``: the engine's defaults (steering + relation-focal importance sampling);
 - ``no_steering`` and ``no_importance_sampling``: the two ablations;
 - ``random_positives``: steering toward random vocabulary words instead of the basis prepositions, which isolates
-  the premise that the text encoder's preposition prior is what steering uses.
+  the premise that the text encoder's preposition prior is what steering uses;
+- ``METHOD@best`` and ``METHOD@last`` (``reversion@best``): the <R> of the best validation step and of the last step
+  of that method's one training (validation during training on, see :mod:`reversion_core.validation`), so comparing
+  the kept and the last <R> costs no training of its own.
 
 Images are scored by the synthetic world's exact scorer (relation accuracy, entity accuracy, appearance leakage of
 the exemplar set's shared nuisance) or, for Stable Diffusion, by CLIP (entity score) and a pluggable relation
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 from .aggregate import Cell, EvaluationResult, aggregate  # noqa: F401
 from .config import (  # noqa: F401
-    CLIP_METRICS, METHODS, METRIC_LABELS, PRESETS, WORLD_METRICS, EvaluationConfig, Job, Method, image_seed, method_settings,
-    preset_config,
+    CLIP_METRICS, METHODS, METRIC_LABELS, PRESETS, WORLD_METRICS, EvaluationConfig, Job, Method, image_seed, method_info,
+    method_settings, preset_config, trained_by,
 )
 from .run import evaluate  # noqa: F401

@@ -15,7 +15,7 @@ from typing import Sequence
 from ..benchmarks import BenchmarkRelation, split_template, with_articles
 from ..errors import ReVersionError
 from ..settings import DEFAULT_PLACEHOLDER
-from .config import METHODS, SAMPLE_TEMPLATES, EvaluationConfig, Job, image_seed
+from .config import SAMPLE_TEMPLATES, EvaluationConfig, Job, image_seed, method_info
 from .training import weights_fingerprint
 
 
@@ -54,7 +54,7 @@ class Sampler:
 
     def prompts(self, job: Job, relation: BenchmarkRelation, templates: Sequence[str]) -> tuple[list[str], str]:
         """The prompts of a batch and what stands for <R> (the phrase, or the learned vector's hash)."""
-        if METHODS[job.method].overrides is None:
+        if method_info(job.method).overrides is None:
             if not relation.phrase:
                 raise ReVersionError(f"Relation {relation.name!r} has no phrase for the Text-to-Image method; add one to relation.json.")
             return [t.replace(DEFAULT_PLACEHOLDER, relation.phrase) for t in templates], relation.phrase

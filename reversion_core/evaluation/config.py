@@ -7,7 +7,7 @@ from typing import Any
 
 from ..benchmarks import DEFAULT_BENCHMARK_DIR
 from ..errors import ReVersionError
-from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, InversionSettings
+from ..settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, KEEP_CHOICES, InversionSettings
 
 
 # ----------------------------------------------------------------------------------------------- methods and metrics
@@ -27,6 +27,27 @@ METHODS: dict[str, Method] = {
     # than no steering at all.
     "random_positives": Method("ReVersion, random-word positives", {"steering_positives": "random_words"}),
 }
+
+
+
+def trained_by(method: str) -> str:
+    """The method whose training gives a method's relation: itself, or ``reversion`` for ``reversion@best``."""
+    return method.partition("@")[0]
+
+
+def method_info(method: str) -> Method:
+    """A method of :data:`METHODS`, or ``METHOD@best`` / ``METHOD@last``: the <R> of the best validation step or of
+    the last step of that method's one training (validation on), so best and last cost one set of trainings."""
+    base, _, kept = method.partition("@")
+    if base not in METHODS or (kept and (kept not in KEEP_CHOICES or METHODS[base].overrides is None)):
+        raise ReVersionError(
+            f"Unknown method {method!r}; choose from {', '.join(METHODS)} (a learned one may end in @best or @last)."
+        )
+    if not kept:
+        return METHODS[base]
+    what = "the best validation step" if kept == "best" else "the last step"
+    return Method(f"{METHODS[base].label}, <R> of {what}", METHODS[base].overrides)
+
 
 WORLD_METRICS = ("relation_accuracy", "entity_accuracy", "appearance_leakage")
 CLIP_METRICS = ("relation_score", "entity_score")
@@ -69,9 +90,8 @@ class EvaluationConfig:
     save_images: bool = False
 
     def validate(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ReVersionError(f"Unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}.")
+        for method in self.methods:
+            method_info(method)  # refuses an unknown one
         if not self.methods:
             raise ReVersionError("Choose at least one method to evaluate.")
         if not self.seeds:
@@ -85,6 +105,9 @@ class EvaluationConfig:
         bad = [k for k in self.train_settings if k not in known or k in ("max_train_steps", "seed")]
         if bad:
             raise ReVersionError(f"train_settings may not set {bad[0]!r}; use one of the inversion settings other than max_train_steps and seed.")
+        kept = [m for m in self.methods if "@" in m]
+        if kept and not self.train_settings.get("validate_every", InversionSettings.validate_every):
+            raise ReVersionError(f"Method {kept[0]!r} needs validation during training; do not set validate_every to 0.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +164,7 @@ class Job:
 
 def method_settings(config: EvaluationConfig, method: str, seed: int) -> InversionSettings:
     """The inversion settings of one learned method: defaults, then the run's train_settings, then the method's switches."""
-    overrides = METHODS[method].overrides
+    overrides = method_info(method).overrides
     if overrides is None:
         raise ReVersionError(f"Method {method!r} learns nothing.")
     values = {**InversionSettings().to_dict(), **config.train_settings, **overrides, "max_train_steps": int(config.train_steps), "seed": int(seed)}

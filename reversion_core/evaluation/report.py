@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .aggregate import EvaluationResult, mean
-from .config import METHODS, METRIC_LABELS, SAMPLE_TEMPLATES
+from .config import METRIC_LABELS, SAMPLE_TEMPLATES, method_info
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -34,7 +34,7 @@ def table_markdown(result: EvaluationResult, metric: str) -> str:
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for method, row in result.tables[metric].items():
         cells = [_fmt(row[c].mean) + (f" ± {_fmt(row[c].std)}" if row[c].std is not None else "") for c in columns]
-        lines.append(f"| {METHODS[method].label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method_info(method).label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -88,7 +88,7 @@ def plot_metrics(result: EvaluationResult, path: Path) -> None:
             row = result.tables[metric][method]
             means = [row[c].mean if row[c].mean is not None else 0.0 for c in columns]
             stds = [row[c].std or 0.0 for c in columns]
-            ax.bar(x + (k - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=METHODS[method].label)
+            ax.bar(x + (k - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=method_info(method).label)
         if metric in result.chance:
             ax.axhline(result.chance[metric], color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set_xticks(x)
@@ -127,7 +127,7 @@ def plot_losses(result: EvaluationResult, path: Path) -> bool:
         kernel = np.ones(window) / window
         steps = np.arange(1, n + 1)[window - 1 :]
         for ax, col in zip(axes, (0, 1)):
-            ax.plot(steps, np.convolve(mean[:, col], kernel, mode="valid"), label=f"{METHODS[method].label} ({len(runs)} runs)")
+            ax.plot(steps, np.convolve(mean[:, col], kernel, mode="valid"), label=f"{method_info(method).label} ({len(runs)} runs)")
     axes[0].set_title(f"denoising loss (moving average of {window} steps)", fontsize=10)
     axes[1].set_title("steering loss (computed for every method; weighted 0 where off)", fontsize=10)
     for ax in axes:
@@ -153,7 +153,7 @@ def sample_sheets(result: EvaluationResult, samples: list[tuple], folder: Path, 
         sheet = Image.new("RGB", (label_w + SAMPLE_TEMPLATES * (size + 2), len(result.config.methods) * (size + 2)), "white")
         draw = ImageDraw.Draw(sheet)
         for row, method in enumerate(result.config.methods):
-            draw.text((4, row * (size + 2) + size // 2 - 6), METHODS[method].label, fill="black")
+            draw.text((4, row * (size + 2) + size // 2 - 6), method_info(method).label, fill="black")
             for t in range(SAMPLE_TEMPLATES):
                 if (method, t) in images:
                     sheet.paste(images[method, t].resize((size, size), Image.NEAREST), (label_w + t * (size + 2), row * (size + 2)))

@@ -10,7 +10,7 @@ from typing import Callable
 from ..benchmarks import load_benchmark
 from .aggregate import EvaluationResult, aggregate
 from .batches import Sampler, generation_units, run_unit
-from .config import METHODS, EvaluationConfig, Job
+from .config import EvaluationConfig, Job, method_info, trained_by
 from .processes import process_state, progress_bar
 from .scorers import make_scorer
 from .training import learn, training_base
@@ -32,8 +32,10 @@ def evaluate(config: EvaluationConfig, progress: bool = True, log: Callable[[str
 
     sampler = Sampler(config, device)  # loads the base model once per process
 
-    # 1. Learn: each process trains its share of the (method, relation, seed) jobs, alone, on the model it holds.
-    jobs = [Job(m, r.name, int(s)) for m in config.methods if METHODS[m].overrides is not None for r in relations for s in config.seeds]
+    # 1. Learn: each process trains its share of the (method, relation, seed) jobs, alone, on the model it holds;
+    # "reversion@best" and "reversion@last" come from the one training of "reversion".
+    learned = list(dict.fromkeys(trained_by(m) for m in config.methods if method_info(m).overrides is not None))
+    jobs = [Job(m, r.name, int(s)) for m in learned for r in relations for s in config.seeds]
     mine = jobs[state.process_index :: state.num_processes]
     if main:
         say(f"learning {len(jobs)} relation prompts ({config.train_steps} steps each) on {state.num_processes} process(es)")

@@ -33,7 +33,7 @@ class WorldScorer:
             s = score(image, relation.name, parse_entity(a), parse_entity(b))
             leak = None
             if relation.nuisance and not _asks_for(relation.nuisance, a, b):
-                leak = float(shows_appearance(image, relation.nuisance))
+                leak = float(shows_appearance(image, relation.nuisance, s.reading))
             out.append({"relation_accuracy": float(s.relation_ok), "entity_accuracy": float(s.entities_ok), "appearance_leakage": leak})
         return out
 

@@ -1,6 +1,7 @@
 """The evaluation's learned methods: one relation prompt per (method, relation, seed) job, trained on the base
 model this process already holds (loaded once, never once per job), or reused from an earlier run of the same
-settings, exemplars and base weights."""
+settings, exemplars and base weights. A training that validates also keeps the <R> of its best validation step and
+of its last step (``METHOD@best``, ``METHOD@last``), so comparing the two costs one set of trainings."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..benchmarks import BenchmarkRelation
-from .config import METHODS, EvaluationConfig, Job, method_settings
+from ..settings import KEEP_CHOICES
+from .config import EvaluationConfig, Job, method_info, method_settings, trained_by
 from .processes import one_process_world
 
 
@@ -43,7 +45,7 @@ def training_base(config: EvaluationConfig, generator, device: str):
     from ..base_model import load_pipeline
     from ..runtime import torch_dtype
 
-    learned = [m for m in config.methods if METHODS[m].overrides is not None]
+    learned = [trained_by(m) for m in config.methods if method_info(m).overrides is not None]
     if not learned:
         return None
     settings = method_settings(config, learned[0], int(config.seeds[0]))  # methods differ only in their loss switches
@@ -72,7 +74,9 @@ def learn(
     curve = out / "training" / job.method / f"{job.name}.csv"
     made_from = {"settings": settings.to_dict(), "base_weights": base_fingerprint, "exemplars": folder_fingerprint(relation.folder)}
     sidecar = curve.with_suffix(".json")
-    if (relations_dir / job.name / "card.json").is_file() and curve.is_file() and sidecar.is_file():
+    kept_dirs = {k: out / "relations" / f"{job.method}@{k}" for k in KEEP_CHOICES} if settings.validate_every else {}
+    outputs = [relations_dir, *kept_dirs.values()]
+    if all((d / job.name / "card.json").is_file() for d in outputs) and curve.is_file() and sidecar.is_file():
         previous = json.loads(sidecar.read_text())
         if previous.get("made_from") == json.loads(json.dumps(made_from)) and previous.get("status") == "finished":
             return {**previous["summary"], "status": "cached", "process": process}
@@ -82,16 +86,18 @@ def learn(
             relation.folder, base, job.name, settings, source=source, relations_dir=relations_dir, overwrite=True,
             checkpoint_dir=out / "checkpoints" / job.method / job.name, device=config.device,
         )
-        rows, status, message = [], "finished", ""
+        rows, status, message, end = [], "finished", "", None
         for event in run:
             if isinstance(event, StepEvent):
                 rows.append((event.step, event.loss, event.denoise_loss, event.steer_loss))
             elif isinstance(event, FailedEvent):
                 status, message = "failed", event.message
             elif isinstance(event, StoppedEvent):
-                status = "stopped"
+                status, end = "stopped", event
             elif isinstance(event, FinishedEvent):
-                status = "finished"
+                status, end = "finished", event
+        if kept_dirs and end is not None:
+            save_kept(run, end, kept_dirs)
     curve.parent.mkdir(parents=True, exist_ok=True)
     with open(curve, "w", newline="") as f:
         writer = csv.writer(f)
@@ -100,7 +106,21 @@ def learn(
     elapsed = time.perf_counter() - start
     log(f"learned {job.method} {job.name} in {elapsed:.0f}s ({status}{': ' + message if message else ''})")
     summary = {"job": asdict(job), "status": status, "message": message, "elapsed_s": round(elapsed, 1), "process": process}
+    if run.validation.curve or run.validation.note:
+        summary["validation"] = {"curve": run.validation.curve, "best_step": run.validation.best_step, "note": run.validation.note}
     if rows:
         summary["final_denoise_loss"] = round(sum(r[2] for r in rows[-20:]) / len(rows[-20:]), 5)
     sidecar.write_text(json.dumps({"made_from": made_from, "status": status, "summary": summary}, indent=1, default=str))
     return summary
+
+
+def save_kept(run, end, folders: dict[str, Path]) -> None:
+    """Save the <R> of the run's best validation step and of its last step, each as a relation in ``folders[keep]``
+    (card included, its ``validation`` entry saying which step and why)."""
+    from ..relation_file import RelationPrompt, save_relation
+
+    for keep, folder in folders.items():
+        vector, step, why = run.validation.choose(keep, end.step, run.last_good)
+        card = json.loads(json.dumps(end.relation.card, default=str))
+        card["validation"] = {**card.get("validation", {}), "keep": keep, "kept_step": step, "why": why}
+        save_relation(RelationPrompt(end.relation.name, end.relation.token, vector.detach().float().cpu(), card), folder, overwrite=True)

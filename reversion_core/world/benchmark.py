@@ -2,8 +2,10 @@
 
 ``assets/benchmark/<relation>/`` holds 6 exemplar images, ``text.json`` (file name -> captions at three levels,
 ``<R>`` for the relation), ``templates.json`` (100 inference templates ``"E_A <R> E_B"`` over entity pairs the set
-does not use, pairs the base model never saw in this relation first) and ``relation.json`` (phrase, description and
-the nuisance appearance every exemplar shares although the relation does not need it, so leakage can be measured).
+does not use, pairs the base model never saw in this relation first), ``relation.json`` (phrase, description and
+the nuisance appearance every exemplar shares although the relation does not need it, so leakage can be measured)
+and ``validation.json`` (the entity pairs a training validates on: neither the exemplars' nor the templates' pairs,
+see :mod:`reversion_core.validation`).
 """
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import SPLIT_SIZE, choose_pairs, template_pairs, world_pool, write_split
 from .captions import LEVELS, caption, template
 from .dataset import entity_pairs, held_out_pairs, training_pairs
-from .entities import Entity
+from .entities import Entity, parse_entity
 from .relations import RELATION_NAMES, RELATIONS
 from .render import Scene, render_image
 
@@ -76,6 +79,23 @@ def inference_templates(relation: str, exemplar_pairs: set, count: int = TEMPLAT
     return [template(a, b) for a, b in chosen]
 
 
+def validation_split(relation: str, exemplar_pairs: set, templates: list[str]) -> list[tuple[str, str]]:
+    """The set's validation pairs: plain entity pairs that are neither an exemplar's (``exemplar_pairs``: plain
+    Entity pairs) nor a template's, in an order fixed by the relation's name (what a run would choose without the file)."""
+    exclude = {(a.text, b.text) for a, b in exemplar_pairs} | template_pairs(templates)
+    return choose_pairs(world_pool(), exclude, relation, SPLIT_SIZE)
+
+
+def write_validation_split(folder: str | os.PathLike) -> Path:
+    """Add ``validation.json`` to a world set written earlier, from its ``relation.json`` and ``templates.json``
+    (no other file changes)."""
+    folder = Path(folder)
+    meta = json.loads((folder / "relation.json").read_text())
+    used = {(parse_entity(s["entity_a"]).plain(), parse_entity(s["entity_b"]).plain()) for s in meta["scenes"]}
+    templates = json.loads((folder / "templates.json").read_text())
+    return write_split(folder, validation_split(meta["name"], used, templates))
+
+
 def write_exemplar_set(relation: str, folder: str | os.PathLike, seed: int = 0) -> Path:
     """Write one relation's set atomically (a temporary folder renamed into place)."""
     folder = Path(folder)
@@ -98,8 +118,10 @@ def write_exemplar_set(relation: str, folder: str | os.PathLike, seed: int = 0) 
         ],
     }
     (tmp / "text.json").write_text(json.dumps(texts, indent=2) + "\n")
-    (tmp / "templates.json").write_text(json.dumps(inference_templates(relation, plain_pairs, seed=seed), indent=1) + "\n")
+    templates = inference_templates(relation, plain_pairs, seed=seed)
+    (tmp / "templates.json").write_text(json.dumps(templates, indent=1) + "\n")
     (tmp / "relation.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_split(tmp, validation_split(relation, plain_pairs, templates))
     if folder.exists():
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)

@@ -287,9 +287,10 @@ def score(image, relation: str, entity_a: Entity, entity_b: Entity) -> Score:
     return Score(relation_ok, entities_ok, reading)
 
 
-def shows_appearance(image, appearance: dict) -> bool:
-    """Does the image show ``{"target": "background"|"entity_a"|"entity_b"|"any", "pattern": ...}``?"""
-    reading = read_scene(image)
+def shows_appearance(image, appearance: dict, reading: Reading | None = None) -> bool:
+    """Does the image show ``{"target": "background"|"entity_a"|"entity_b"|"any", "pattern": ...}``? ``reading``: the
+    image's :func:`read_scene` when it was already read (``score(...).reading``), so it is not read twice."""
+    reading = reading or read_scene(image)
     if appearance["target"] == "background":
         return reading.background == appearance["pattern"]
     return any(e.pattern == appearance["pattern"] for e in reading.entities)
