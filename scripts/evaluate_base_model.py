@@ -44,8 +44,10 @@ def main(argv=None):
     rows, results = [], {}
     for g in args.guidance:
         t = time.time()
-        rel, ent, per = evaluate(pipe, prompts, steps=args.steps, guidance=g, seed=args.seed)
-        results[str(g)] = {"relation_accuracy": rel, "entity_accuracy": ent, "per_relation": per, "seconds": time.time() - t}
+        entities = {}
+        rel, ent, per = evaluate(pipe, prompts, steps=args.steps, guidance=g, seed=args.seed, entities_per_relation=entities)
+        results[str(g)] = {"relation_accuracy": rel, "entity_accuracy": ent, "per_relation": per,
+                           "entities_per_relation": entities, "seconds": time.time() - t}
         rows.append(f"| {g} | {rel:.3f} | {ent:.3f} | " + " | ".join(f"{per[r]:.2f}" for r in RELATION_NAMES) + " |")
     header = "| guidance | relation acc. | both entities | " + " | ".join(RELATION_NAMES) + " |"
     table = "\n".join([header, "|" + "---|" * (3 + len(RELATION_NAMES))] + rows)

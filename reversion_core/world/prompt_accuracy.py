@@ -35,9 +35,11 @@ def eval_prompts(per_relation: int, seed: int = 123, held_out_by: str = "vague")
     return out
 
 
-def evaluate(pipe, prompts, steps: int, guidance: float, seed: int = 0, batch: int = 64) -> tuple[float, float, dict]:
+def evaluate(pipe, prompts, steps: int, guidance: float, seed: int = 0, batch: int = 64,
+             entities_per_relation: dict | None = None) -> tuple[float, float, dict]:
     """Generate every prompt and read it with the world's scorer. Returns relation and both-entities accuracy over
-    the named relations, and relation accuracy per relation (held-out ones included)."""
+    the named relations, and relation accuracy per relation (held-out ones included); ``entities_per_relation``, when
+    given, is filled with both-entities accuracy per relation."""
     import torch
 
     results = []
@@ -52,6 +54,8 @@ def evaluate(pipe, prompts, steps: int, guidance: float, seed: int = 0, batch: i
                 results.append((r, s.relation_ok, s.entities_ok))
     relations = list(dict.fromkeys(r for r, _, _ in results))
     per = {r: float(np.mean([ok for rr, ok, _ in results if rr == r])) for r in relations}
+    if entities_per_relation is not None:
+        entities_per_relation.update({r: float(np.mean([e for rr, _, e in results if rr == r])) for r in relations})
     named = [r for r in relations if r not in HELD_OUT_RELATIONS]
     ent = float(np.mean([e for r, _, e in results if r in named]))
     return float(np.mean([per[r] for r in named])), ent, per
