@@ -96,6 +96,7 @@ class TrainingReady:
     seconds: float
     total_steps: int
     start_step: int = 0  # the checkpoint's step when the run goes on from one
+    validation_note: str = ""  # why validation is off or reads less (Validation.note), for the status
 
 
 @dataclass
@@ -326,7 +327,8 @@ class GpuRunner:
                     resume_from=request.resume_from, device=self.runtime.device,
                 )
             pipe = inversion.pipe
-            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step)
+            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step,
+                                inversion.validation.note)
             last_nearest = -math.inf
             for event in inversion:
                 if request.runs_dir and isinstance(event, (FinishedEvent, StoppedEvent)) and event.path is not None:
