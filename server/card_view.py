@@ -6,14 +6,14 @@ read-only here: in public mode the shipped relations belong to nobody, so their 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
 from reversion_core.errors import ReVersionError
 from reversion_core.relation_file import RelationPrompt, check_name, load_relation
-from reversion_core.report_card import ReportCard, save_report_card, saved_report_card, summary_table
+from reversion_core.report_card import ReportCard, save_report_card, saved_report_card, summary_table, validation_record
 
 from .shelves import Shelf
 
@@ -32,6 +32,7 @@ class CardView:
     text: str
     table: list[list[str]]
     grid: Image.Image | None
+    validation: dict[str, Any] | None = None  # the quality curve its training recorded (card.json's validation), if any
 
 
 def describe(summary: dict[str, Any], name: str) -> str:
@@ -73,9 +74,10 @@ def saved_card_view(relation: RelationPrompt) -> CardView:
 
 def shelf_card_view(shelf: Shelf, name: str) -> CardView:
     """The saved card of the shelf's relation ``name``; nothing (an empty view) when the relation cannot be read,
-    since the relation's own description already says why."""
+    since the relation's own description already says why. The view carries the relation's recorded quality curve."""
     try:
-        return saved_card_view(load_relation(shelf.relation_path(check_name(name)), None))
+        relation = load_relation(shelf.relation_path(check_name(name)), None)
+        return replace(saved_card_view(relation), validation=validation_record(relation))
     except ReVersionError:
         return CardView("", [], None)
 

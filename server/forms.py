@@ -17,12 +17,14 @@ from reversion_core.errors import ReVersionError
 from reversion_core.exemplars import ExemplarSet
 from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
 from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, MAX_SEED, InversionSettings
+from reversion_core.settings import MAX_VALIDATION_PAIRS
 
 PAPER = InversionSettings()
 APP_TRAIN_STEPS = 200  # the paper trains 3000 steps on SD 1.5; the embedded model learns a relation in a few hundred
 APP_PREVIEW_EVERY = 50  # the engine previews never by default; the Train tab shows progress every 50 steps
 MAX_TRAIN_STEPS = 3000  # the most steps one run (or one continuation) may ask for: the paper's whole schedule
 MAX_PREVIEW_EVERY = 500
+MAX_STOP_WHEN_FLAT = 20  # validations without a gain before an early stop; more is as good as never
 SOURCES = ("Benchmark set", "Upload")
 MODES = ("Entities", "Free prompt")
 # The Train tab's numbers, by the setting each sets: (label, lowest, highest). The widgets and TrainForm read them.
@@ -37,6 +39,9 @@ TRAIN_BOUNDS = {
     "temperature": ("Temperature", 1e-3, 10.0),
     "gradient_accumulation_steps": ("Gradient accumulation", 1, 8),
     "preview_every": ("Preview every K steps", 0, MAX_PREVIEW_EVERY),
+    "validate_every": ("Validate every K steps", 0, MAX_TRAIN_STEPS),
+    "validation_pairs": ("Validation pairs", 1, MAX_VALIDATION_PAIRS),
+    "stop_when_flat": ("Stop after N validations without a gain", 0, MAX_STOP_WHEN_FLAT),
 }
 # The API parameters whose names differ from the values they fill (the names clients of /train and /generate call).
 API_NAMES = {
@@ -93,6 +98,11 @@ class TrainForm(_Form):
     validation_prompt: str = PAPER.validation_prompt
     files: tuple[str, ...] = field(default=())
     captions: str = ""
+    # the quality curve (issue 25); last, so that clients calling /train by position keep working
+    keep: str = PAPER.keep
+    validate_every: int = PAPER.validate_every
+    validation_pairs: int = PAPER.validation_pairs
+    stop_when_flat: int = PAPER.stop_when_flat
 
     @property
     def from_benchmark(self) -> bool:
@@ -102,13 +112,14 @@ class TrainForm(_Form):
         """The run's settings, built once, in the app's attention and precision (its trainings share the models it
         loaded); steering off means lambda_steer = 0; an out-of-range number is refused in one sentence."""
         whole = {"max_train_steps", "train_batch_size", "seed", "num_positives", "gradient_accumulation_steps", "preview_every"}
+        whole |= {"validate_every", "validation_pairs", "stop_when_flat"}
         numbers = {name: bounded(name, getattr(self, name), name in whole) for name in TRAIN_BOUNDS}
         if not self.steering:
             numbers["lambda_steer"] = 0.0
         return InversionSettings(
             **numbers, importance_sampling=bool(self.importance_sampling),
             validation_prompt=self.validation_prompt or PAPER.validation_prompt, attention=attention,
-            mixed_precision=mixed_precision,
+            mixed_precision=mixed_precision, keep=self.keep,
         )
 
 
@@ -128,6 +139,7 @@ class TrainingRequest:
     start_step: int = 0  # the checkpoint's step: the steps to run are the settings' less these
     losses: list[dict[str, Any]] = field(default_factory=list)  # the loss plot's rows so far, when continuing
     incoming: int = 0  # bytes of uploaded exemplars the run keeps (public mode's disk quota)
+    validation: dict[str, Any] | None = None  # the card's validation record (the quality curve so far), when continuing
 
     @property
     def steps(self) -> int:

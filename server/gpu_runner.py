@@ -3,7 +3,7 @@
 Models load once at start, outside the decorated functions (on ZeroGPU the `spaces` package then packs their weights
 and moves them onto the GPU it lends a function). Each call asks for a duration computed from the request: images x
 denoising steps x measured seconds per image-step for generation; setup + steps x samples per step x measured seconds
-per sample for training, with a safety margin. A request longer than the cap is refused with a sentence that says how
+per sample for training, plus its previews' and validations' images x steps, with a safety margin. A request longer than the cap is refused with a sentence that says how
 much fits. Training is a generator: the engine's events stream out of the GPU function as they happen.
 
 Off ZeroGPU `spaces.GPU` returns the function unchanged, so the same code runs on a CUDA GPU or the CPU.
@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from reversion_core.errors import ReVersionError
 from reversion_core.run_files import keep_only
 from reversion_core.settings import InversionSettings
+from reversion_core.validation import Validation
 
 from .forms import GenerationRequest, ScoreRequest, TrainingRequest
 from .hosting import HostedRuntime
@@ -95,6 +96,7 @@ class TrainingReady:
     seconds: float
     total_steps: int
     start_step: int = 0  # the checkpoint's step when the run goes on from one
+    validation_note: str = ""  # why validation is off or reads less (Validation.note), for the status
 
 
 @dataclass
@@ -145,13 +147,17 @@ class GpuRunner:
         return max(1, math.ceil(self.generation_estimate(request) * MARGIN))
 
     def training_estimate(self, settings: InversionSettings, steps: int) -> float:
-        """Seconds of GPU work ``steps`` steps of a training with ``settings`` need, before the margin (previews
-        included)."""
+        """Seconds of GPU work ``steps`` steps of a training with ``settings`` need, before the margin (previews and
+        validations included)."""
         s = settings
         work = steps * s.train_batch_size * s.gradient_accumulation_steps * self.times.training
         # the engine previews every preview_every steps and at the last step
         previews = (math.ceil(steps / s.preview_every) if s.preview_every else 0) * s.preview_images * s.preview_steps
-        return self.times.setup + work + previews * self.times.generation
+        # and validates on its schedule over the last ``steps`` steps (an upper bound: validation may turn out off)
+        total, scheduled = s.max_train_steps, Validation(s).scheduled
+        validated = sum(scheduled(k, total) for k in range(total - steps + 1, total + 1)) if s.validate_every else 0
+        validations = validated * s.validation_pairs * s.validation_steps
+        return self.times.setup + work + (previews + validations) * self.times.generation
 
     def training_seconds(self, request: TrainingRequest) -> int:
         return max(1, math.ceil(self.training_estimate(request.settings, request.steps) * MARGIN))
@@ -321,7 +327,8 @@ class GpuRunner:
                     resume_from=request.resume_from, device=self.runtime.device,
                 )
             pipe = inversion.pipe
-            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step)
+            yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step,
+                                inversion.validation.note)
             last_nearest = -math.inf
             for event in inversion:
                 if request.runs_dir and isinstance(event, (FinishedEvent, StoppedEvent)) and event.path is not None:
@@ -360,7 +367,7 @@ def _keep_checkpoint(inversion, folder: Path, step: int) -> Path | None:
 
 class _StepClock:
     """Reads a training's events for its preparation time and its mean seconds per optimizer step (from the
-    device-side elapsed times, leaving out steps that included a preview)."""
+    device-side elapsed times, leaving out steps that included a preview or a validation)."""
 
     def __init__(self) -> None:
         self.setup: float | None = None
@@ -368,12 +375,12 @@ class _StepClock:
         self._total, self._count = 0.0, 0
 
     def see(self, item: Any) -> None:
-        from reversion_core.inversion import PreviewEvent, StepEvent
+        from reversion_core.inversion import PreviewEvent, StepEvent, ValidationEvent
 
         if isinstance(item, TrainingReady):
             self.setup = item.seconds
-        elif isinstance(item, PreviewEvent):
-            self._last = None  # the next step's interval includes the preview
+        elif isinstance(item, (PreviewEvent, ValidationEvent)):
+            self._last = None  # the next step's interval includes the preview or the validation
         elif isinstance(item, StepEvent):
             if self._last is not None:
                 self._total += item.elapsed - self._last

@@ -26,7 +26,7 @@ from reversion_core.exemplars import ExemplarSet, exemplars_from_files, load_exe
 from reversion_core.quiet import quiet_libraries
 from reversion_core.relation_file import RelationPrompt, base_vocabulary, check_name, load_relation
 from reversion_core.relation_zip import export_relation_zip, import_relation_files
-from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS
+from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS, validation_record
 from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, checkpoints, read_checkpoint
 from reversion_core.settings import InversionSettings
 
@@ -37,6 +37,7 @@ from .hosting import HostedRuntime
 from .shelves import Shelf, SharedShelf, UnusableRelation, VisitorShelf, split_relations
 from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, run_training
 from .training_view import read_losses
+from .validation_view import record_view
 from .workspaces import Workspaces
 
 APP_DIR = Path(__file__).resolve().parent.parent
@@ -303,6 +304,7 @@ class Studio:
         request = self.new_training(
             load_exemplars(run / EXEMPLARS_DIR, settings.placeholder_token), relation.path.name, settings, shelf,
             overwrite=True, resume_from=str(kept[-1]), start_step=step, losses=read_losses(run / LOSSES_FILE),
+            validation=validation_record(relation),
         )
         # 3. The visitor's steps limit and the GPU time cap, for the steps still to run.
         shelf.check_steps(request.steps)
@@ -322,7 +324,7 @@ class Studio:
         hold = ExitStack()
         hold.enter_context(shelf.training())  # public mode: one training per visitor, running or queued
         stop_file = Path(request.stop_file)
-        job = TrainingJob(owner, request.name, request.losses)
+        job = TrainingJob(owner, request.name, request.losses, record_view(request.validation))
         job.on_stop.append(lambda: request_stop(stop_file))
         job.on_done += [hold.close, lambda: stop_file.unlink(missing_ok=True)]
         return self.slot.submit(job, lambda job: run_training(job, self.runner(), request))

@@ -17,11 +17,14 @@ from PIL import Image
 
 from reversion_core.errors import ReVersionError
 from reversion_core.events import CheckpointEvent, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent
+from reversion_core.events import ValidationEvent
+from reversion_core.report_card import validation_record
 
 from .benchmark_view import upscale
 from .forms import TrainingRequest
 from .gpu_runner import GpuRunner, NearestWords, TrainingReady
 from .training_view import clock, keep_for_continuing, loss_rows
+from .validation_view import CurveView, ended_view, event_view, with_note
 
 FOLLOW_EVERY_S = 1.0  # a page following a training gets its state at most this often (the end at once)
 UPDATE_EVERY_S = 0.7  # a training refreshes its status at most this often
@@ -38,6 +41,7 @@ class TrainUpdate:
     nearest: dict[str, float] = field(default_factory=dict)
     saved: str | None = None  # relation name, once saved
     warning: str | None = None
+    validation: CurveView | None = None  # the quality curve so far, the latest validation images, the run's note
 
 
 class TrainingJob:
@@ -47,7 +51,8 @@ class TrainingJob:
     pages follow it with :meth:`updates`, and a page that goes away only stops following.
     """
 
-    def __init__(self, owner: str | None, name: str, rows: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, owner: str | None, name: str, rows: list[dict[str, Any]] | None = None,
+                 validation: CurveView | None = None) -> None:
         self.owner, self.name = owner, name
         self.running = False  # its model is loaded and its steps have begun
         self.on_stop: list[Callable[[], None]] = []  # how to tell the run to stop (it may run in another process)
@@ -57,10 +62,13 @@ class TrainingJob:
         self.started = False
         self._changed = threading.Condition()
         self._version = 0
-        self._update = TrainUpdate(f"Starting **{name}**: loading the base model...", list(rows or []))
+        self._update = TrainUpdate(f"Starting **{name}**: loading the base model...", list(rows or []), validation=validation)
+        self.validation = validation  # the curve so far: every update carries it, so a page that follows late sees it
 
     def publish(self, update: TrainUpdate, done: bool = False) -> None:
         with self._changed:
+            if update.validation is None:
+                update = replace(update, validation=self.validation)
             self._update = update
             self._version += 1
             self.done = self.done or done
@@ -204,6 +212,7 @@ def run_training(job: TrainingJob, runner: GpuRunner, request: TrainingRequest) 
     for event in runner.train(request):
         if isinstance(event, TrainingReady):
             start_step, job.running = event.start_step, True
+            job.validation = with_note(job.validation, event.validation_note)
             job.publish(TrainUpdate(f"Training **{name}**: step {start_step} of {event.total_steps}.", list(rows)))
         elif isinstance(event, NearestWords):
             nearest = dict(event.words)
@@ -220,10 +229,15 @@ def run_training(job: TrainingJob, runner: GpuRunner, request: TrainingRequest) 
         elif isinstance(event, PreviewEvent):
             previews = [(upscale(im), f"step {event.step}: {event.prompt}") for im in event.images]
             job.publish(TrainUpdate(f"Training **{name}**: preview at step {event.step}.", list(rows), previews, nearest))
+        elif isinstance(event, ValidationEvent):
+            job.validation = event_view(event, job.validation.note if job.validation is not None else "")
+            job.publish(TrainUpdate(f"Training **{name}**: validation at step {event.step}.", list(rows), previews, nearest))
         elif isinstance(event, CheckpointEvent):
             kept = event
         elif isinstance(event, (FinishedEvent, StoppedEvent, FailedEvent)):
             final = end_update(name, event, rows, previews, request, kept is not None)
+            if event.relation is not None:  # the card says which step was kept and why
+                job.validation = ended_view(job.validation, validation_record(event.relation))
     if final is not None:  # the runner's last NearestWords comes after the end event
         job.publish(replace(final, nearest=nearest), done=True)
 

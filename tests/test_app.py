@@ -1,6 +1,7 @@
 """The Gradio app, driven through gradio_client against a server this module launches (tiny model, offline)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -73,6 +74,23 @@ def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 90.0
     raise TimeoutError(f"the app did not serve {url} within {timeout} s")
 
 
+@contextlib.contextmanager
+def running_app(model_dir: Path, relations_dir: Path, temp_dir: Path, *flags: str):
+    """The URL of app.py serving ``model_dir`` (launched as :func:`launch_app` does), stopped on leaving."""
+    port = free_port()
+    process = launch_app(model_dir, relations_dir, temp_dir, port, *flags)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_served(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @pytest.fixture(scope="module")
 def app(tiny_model_dir, tmp_path_factory):
     """(url, relations_dir, temp_dir) of a running app on the tiny model with one shipped relation."""
@@ -80,18 +98,8 @@ def app(tiny_model_dir, tmp_path_factory):
     relations_dir, temp_dir = base / "relations", base / "tmp"
     temp_dir.mkdir()
     make_shipped_relation(tiny_model_dir, relations_dir)
-    port = free_port()
-    process = launch_app(tiny_model_dir, relations_dir, temp_dir, port)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_served(url, process)
+    with running_app(tiny_model_dir, relations_dir, temp_dir) as url:
         yield url, relations_dir, temp_dir
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture
@@ -148,7 +156,7 @@ def test_free_prompt_mode_takes_any_text_with_the_placeholder(client):
 def test_a_short_training_streams_losses_and_previews_and_appears_in_the_relation_list(client, app):
     job = client.submit(*train_args("trained_quick"), api_name="/train")
     outputs = list(job)
-    status, plot, _steer, previews, nearest, dropdown, _continuable = job.outputs()[-1]
+    status, plot, _steer, previews, nearest, dropdown, _continuable, *_quality_curve = job.outputs()[-1]
     assert status.startswith("Finished at step 3")
     assert {row[0] for row in plot["data"]} == {1, 2, 3}
     assert previews and nearest["confidences"]
@@ -344,9 +352,26 @@ def test_the_api_lists_relation_choices_names_its_outputs_and_types_integers(cli
     assert all(p["parameter_has_default"] for p in train.values())
     assert {k: train[k]["type"]["type"] for k in ("steps", "seed", "batch_size", "grad_accum")} == dict.fromkeys(
         ("steps", "seed", "batch_size", "grad_accum"), "integer")
+    assert [train[k]["parameter_default"] for k in ("keep", "validate_every", "validation_pairs", "stop_when_flat")] == [
+        "last", 100, 8, 0]  # InversionSettings' defaults
+    assert train["keep"]["type"]["enum"] == ["last", "best"]
     labels = [r["label"] for r in api["/train"]["returns"]]
     assert labels == ["Status", "Loss", "Steering loss", "Previews", "Vocabulary words nearest to <R>", "Relation",
-                      "Relation to continue"]
+                      "Relation to continue", "Quality on validation pairs", "Validation", "Latest validation images"]
+    assert [r["label"] for r in api["/continue_training"]["returns"]] == labels
+
+
+def test_without_clip_on_disk_the_train_status_says_validation_is_off_in_one_sentence(client):
+    from reversion_core.clip_metrics import DEFAULT_CLIP_MODEL, clip_on_disk
+
+    if clip_on_disk(DEFAULT_CLIP_MODEL):
+        pytest.skip("CLIP's weights are in this machine's Hugging Face cache, so validation runs")
+    job = client.submit(set_name="above", name="no_clip", steps=1, batch_size=1, grad_accum=1, preview_every=0, validate_every=1,
+                        api_name="/train")
+    status = job.result(timeout=RESULT_TIMEOUT)[0]  # the tiny model is no world model: its images need CLIP
+    assert status.startswith("Finished at step 1")
+    assert status.endswith(f"\n\nValidation is off: the CLIP model {DEFAULT_CLIP_MODEL!r} that would score its images is not "
+                           "on disk; download it where there is network access and pass its folder with --clip-model.")
 
 
 def test_lists_the_benchmark_sets_and_trains_on_one_by_keyword(client, app):

@@ -243,9 +243,10 @@ def test_a_training_longer_than_the_gpu_cap_is_refused_before_it_is_queued(tiny_
 
     studio = Studio(tiny_model_dir, tmp_path / "relations", temp_dir=tmp_path / "tmp", device="cpu", cap_s=120)
     settings = InversionSettings(max_train_steps=2000, train_batch_size=1, gradient_accumulation_steps=1)
-    # the runner's starting estimate: (15 s + 2000 x 0.15 s) x 1.25 = 394 s; (120 s / 1.25 - 15 s) / 0.15 s = 540 steps fit
-    with pytest.raises(ReVersionError, match=r"^2000 training steps need about 394 GPU seconds, more than this app's limit "
-                                             r"of 120; at most 540 steps fit, so ask for 540 steps or fewer\.$"):
+    # the runner's starting estimate: (15 s + 2000 x 0.15 s + 20 validations x 8 pairs x 10 steps x 0.1 s) x 1.25 = 594 s;
+    # 326 steps and their 4 validations (steps 100, 200, 300, 326) take 15 + 48.9 + 32 = 95.9 s <= 120 s / 1.25
+    with pytest.raises(ReVersionError, match=r"^2000 training steps need about 594 GPU seconds, more than this app's limit "
+                                             r"of 120; at most 326 steps fit, so ask for 326 steps or fewer\.$"):
         studio.start_training("alice", studio.new_training(load_exemplars(exemplar_dir), "too_long", settings))
     assert not studio.slot.busy()
 

@@ -106,21 +106,34 @@ def test_generation_whose_first_step_does_not_fit_is_refused(runner):
 
 def test_training_duration_is_setup_plus_steps_times_samples_times_seconds_per_sample(runner):
     runner.times = StepTimes(training=0.15, setup=15, generation=0.1)
-    request = TrainingRequest(None, "rel", fast_settings(max_train_steps=100, gradient_accumulation_steps=4), "")
+    request = TrainingRequest(None, "rel", fast_settings(max_train_steps=100, gradient_accumulation_steps=4, validate_every=0), "")
     assert runner.training_seconds(request) == 169  # (15 + 100 x 8 x 0.15) x 1.25
-    request.settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, preview_every=40, preview_images=2, preview_steps=10)
+    request.settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, preview_every=40, preview_images=2,
+                                     preview_steps=10, validate_every=0)
     assert runner.training_seconds(request) == 177  # + 3 previews (steps 40, 80, 100) x 2 images x 10 steps x 0.1 s, x 1.25
+
+
+def test_training_duration_counts_each_validation_as_its_images_times_steps(runner):
+    runner.times = StepTimes(training=0.15, setup=15, generation=0.1)
+    settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, validate_every=40, validation_pairs=8, validation_steps=10)
+    assert runner.training_seconds(TrainingRequest(None, "rel", settings, "")) == 199  # + 3 validations (steps 40, 80, 100) x 8 x 10 x 0.1 s
+    settings = fast_settings(max_train_steps=30, gradient_accumulation_steps=4, validate_every=40)
+    assert runner.training_seconds(TrainingRequest(None, "rel", settings, "")) == 64  # shorter than K steps: none, (15 + 36) x 1.25
+    continued = fast_settings(max_train_steps=150, gradient_accumulation_steps=4, validate_every=40, validation_pairs=8, validation_steps=10)
+    # from step 50 to 150 it validates at 80, 120 and its last step: (15 + 100 x 8 x 0.15 + 3 x 8 x 10 x 0.1) x 1.25
+    assert runner.training_seconds(TrainingRequest(None, "rel", continued, "", start_step=50)) == 199
 
 
 def test_a_continued_training_asks_only_for_the_steps_it_still_runs(runner):
     runner.times = StepTimes(training=0.15, setup=15, generation=0.1)
-    request = TrainingRequest(None, "rel", fast_settings(max_train_steps=150, gradient_accumulation_steps=4), "", start_step=50)
+    request = TrainingRequest(None, "rel", fast_settings(max_train_steps=150, gradient_accumulation_steps=4, validate_every=0), "",
+                              start_step=50)
     assert runner.training_seconds(request) == 169  # the 100 steps from 50 to 150: (15 + 100 x 8 x 0.15) x 1.25
 
 
 def test_training_longer_than_the_cap_is_refused_saying_how_many_steps_fit(runner):
     runner.times, runner.cap_s = StepTimes(training=0.15, setup=15), 120
-    settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4)
+    settings = fast_settings(max_train_steps=100, gradient_accumulation_steps=4, validate_every=0)
     assert runner.steps_that_fit(settings, 100) == 67
     with pytest.raises(ReVersionError, match=(
         r"^100 training steps need about 169 GPU seconds, more than this app's limit of 120; at most 67 steps fit, "
@@ -176,6 +189,19 @@ def test_a_stop_file_stops_the_run_after_its_current_step(runner, exemplar_dir, 
     ends = [i for i in items if isinstance(i, (FinishedEvent, StoppedEvent))]
     assert [(type(e), e.step) for e in ends] == [(StoppedEvent, 1)]
     assert (relations_dir / "rel").is_dir() and not Path(request.stop_file).exists()
+
+
+def test_the_step_time_estimate_leaves_out_steps_that_included_a_validation():
+    from reversion_core.events import ValidationEvent
+    from server.gpu_runner import _StepClock
+
+    clock = _StepClock()
+    step = lambda n, elapsed: StepEvent(n, 4, 0.0, 0.0, 0.0, 1e-3, elapsed, 0.0)  # noqa: E731
+    for item in (TrainingReady(5.0, 4), step(1, 1.0), step(2, 2.0), ValidationEvent(2, {}, [], [], [], None, "world", 30.0),
+                 step(3, 33.0), step(4, 34.0)):
+        clock.see(item)
+    assert clock.seconds_per_step() == 1.0  # steps 2 and 4; step 3's interval held the 30 s validation
+    assert clock.setup == 5.0
 
 
 # ----------------------------------------------------------------------------------------------- ZeroGPU switched on

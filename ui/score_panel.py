@@ -1,6 +1,7 @@
 """The report-card panel: a "Score this relation" button with the number of entity pairs, a progress bar, the
-card's paragraph and table, and the scored images each framed right or wrong. The Train and Generate tabs each build
-one, wired to their relation selector; what it shows comes from ``server.card_view``."""
+card's paragraph and table, the scored images each framed right or wrong, and the quality curve the relation's
+training recorded, when it has one. The Train and Generate tabs each build one, wired to their relation selector; what
+it shows comes from ``server.card_view`` (and ``server.validation_view``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,7 +12,9 @@ import gradio as gr
 from reversion_core.report_card import DEFAULT_PAIRS, MAX_PAIRS
 from server import studio as st
 from server.card_view import NO_CARD, TABLE_HEADERS, shelf_card_view
+from server.validation_view import record_view
 
+from .validation_panel import ValidationPanel, build_validation_panel
 from .wiring import PRIVATE, handler
 
 
@@ -25,6 +28,7 @@ class ScorePanel:
     table: Any
     grid: Any
     box: Any
+    curve: ValidationPanel | None = None
 
 
 def build_score_panel(
@@ -35,6 +39,7 @@ def build_score_panel(
     hidden_until_chosen: bool = False,
     refresh_on: Sequence[Any] = (),
     elem_prefix: str = "score",
+    show_curve: bool = True,
 ) -> ScorePanel:
     """Lay out the report-card panel where it is called (inside a tab) and wire it to ``selector``, the component
     whose value names the relation to score. The saved card is shown whenever ``selector`` changes (and on load).
@@ -42,7 +47,8 @@ def build_score_panel(
     ``owner`` is the page's token, which finds the caller's shelf of relations (without it, the API session's);
     ``api_name`` makes scoring an API endpoint (else it is private); ``hidden_until_chosen`` hides the panel while ``selector`` is empty (the Train tab's, until a run has saved a
     relation); ``refresh_on`` lists more triggers (such as a tab's ``select``) that show the saved card again, since
-    another panel may have scored the same relation."""
+    another panel may have scored the same relation; ``show_curve`` shows the relation's recorded quality curve under
+    the card (the Train tab shows its run's own)."""
     visitor = [owner] if owner is not None else []
 
     @handler(studio)
@@ -57,9 +63,12 @@ def build_score_panel(
     @handler(studio)
     def show_saved(relation, shelf=None):
         if not relation:
-            return gr.Column(visible=not hidden_until_chosen), NO_CARD, [], None
+            return gr.Column(visible=not hidden_until_chosen), NO_CARD, [], None, *curve_values(None)
         view = shelf_card_view(shelf, relation)
-        return gr.Column(visible=True), view.text, view.table, view.grid
+        return gr.Column(visible=True), view.text, view.table, view.grid, *curve_values(view.validation)
+
+    def curve_values(record) -> tuple:
+        return curve.recorded(record_view(record)) if curve is not None else ()
 
     with gr.Column(visible=not hidden_until_chosen, elem_id=f"{elem_prefix}-panel") as box:
         with gr.Row():
@@ -71,10 +80,12 @@ def build_score_panel(
                              column_widths=["55%", "15%", "15%", "15%"])
         grid = gr.Image(label="Scored images (frame: right or wrong)", show_label=False, format="png", interactive=False,
                         elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")  # a label badge would cover the top row
-    shown = [box, text, table, grid]
+        curve = build_validation_panel(f"{elem_prefix}-curve", "Quality on validation pairs during training", images=False,
+                                       visible=False) if show_curve else None
+    shown = [box, text, table, grid] + (curve.outputs if curve is not None else [])
     button.click(score, [selector, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
                  api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
     gr.on(None, show_saved, [selector, *visitor], shown, **PRIVATE)  # on load and on change
     if refresh_on:
         gr.on(list(refresh_on), show_saved, [selector, *visitor], shown, **PRIVATE)
-    return ScorePanel(button, pairs, text, table, grid, box)
+    return ScorePanel(button, pairs, text, table, grid, box, curve)

@@ -1,5 +1,6 @@
 """The Train tab: exemplars from a benchmark set or an upload, the method's settings, Start/Stop, continuing a
-relation trained here, and the run streamed as status, loss plots, previews and the words nearest to <R>."""
+relation trained here, and the run streamed as status, loss plots, the quality curve on validation pairs (with the
+latest validation images), previews and the words nearest to <R>."""
 from __future__ import annotations
 
 import collections
@@ -9,6 +10,7 @@ import gradio as gr
 
 from reversion_core.benchmarks import list_benchmark_sets
 from reversion_core.errors import ReVersionError
+from reversion_core.settings import KEEP_CHOICES
 from server import studio as st
 from server.benchmark_view import benchmark_view
 from server.forms import SOURCES, TRAIN_BOUNDS, TrainForm
@@ -16,6 +18,7 @@ from server.gpu_runner import NEAREST_K
 from server.training_view import loss_frames
 
 from .score_panel import build_score_panel
+from .validation_panel import build_validation_panel, status_with_note
 from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices
 
 CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
@@ -24,6 +27,7 @@ CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of
 LOSS_COLOURS = {"total": "rgba(234,88,12,0.3)", "denoise": "rgba(37,99,235,0.3)", "steering": "rgba(22,163,74,0.3)",
                 "total (smoothed)": "#ea580c", "denoise (smoothed)": "#2563eb", "steering (smoothed)": "#16a34a"}
 MAX_CHECKED_STARTS = 64  # checked Start clicks kept for the run that follows each
+KEEP_LABELS = {"last": "the last step", "best": "the best validation step"}
 
 
 def bounded_slider(name: str, value, label: str, **kwargs) -> gr.Slider:
@@ -117,6 +121,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
     def stream(updates, shelf, request):
         """TrainUpdates as the Train tab's outputs; previews are sent again only when they change."""
         previews = None
+        curve, first = None, True  # the curve is sent on a stream's first update (a new run clears the last one's)
         for update in updates:
             if update.warning:
                 gr.Warning(for_page(update.warning, request))
@@ -127,8 +132,11 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
             again = gr.Dropdown(choices=names, value=update.saved if update.saved in names else None) if update.saved else gr.skip()
             new_previews = update.previews if update.previews is not previews else gr.skip()
             previews = update.previews
-            yield (as_markdown(update.status), main, steer, new_previews, update.nearest or None, saved, again,
-                   update.saved or gr.skip())
+            unchanged = not first and update.validation is curve
+            new_curve = [gr.skip()] * len(quality.outputs) if unchanged else quality.values(update.validation)
+            curve, first = update.validation, False
+            yield (as_markdown(status_with_note(update.status, update.validation)), main, steer, new_previews,
+                   update.nearest or None, saved, again, update.saved or gr.skip(), *new_curve)
 
     # 3. The layout: the exemplars and the settings on the left (each number bounded by TRAIN_BOUNDS), the run on the right.
     with gr.Tab("Train", id="train") as tab:
@@ -152,6 +160,9 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 with gr.Row():
                     lr = bounded_number("learning_rate", defaults.learning_rate, "Learning rate (x batch x accumulation)")
                     batch = bounded_slider("train_batch_size", defaults.train_batch_size, "Batch size")
+                keep = gr.Radio([(KEEP_LABELS[k], k) for k in KEEP_CHOICES], value=defaults.keep, label="Keep the <R> of",
+                                elem_id="train-keep", info="the best: the validation step that drew the relation on the most "
+                                                           "validation pairs (ties: the earlier)")
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
                         steering = gr.Checkbox(value=defaults.steering, label="Relation-steering contrastive loss")
@@ -167,6 +178,13 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                                                     "Gradient accumulation")
                         preview_every = bounded_slider("preview_every", defaults.preview_every, "Preview every K steps (0: never)")
                     validation = gr.Textbox(value=defaults.validation_prompt, label="Preview prompt", max_lines=1)
+                    with gr.Row():
+                        validate_every = bounded_slider("validate_every", defaults.validate_every, "Validate every K steps (0: never)",
+                                                        elem_id="validate-every")
+                        validation_pairs = bounded_slider("validation_pairs", defaults.validation_pairs, "Validation pairs",
+                                                          elem_id="validation-pairs")
+                    stop_when_flat = bounded_slider("stop_when_flat", defaults.stop_when_flat,
+                                                    "Stop after N validations without a gain (0: never)", elem_id="stop-when-flat")
                 with gr.Row():
                     start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -185,11 +203,13 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                                          label="Steering loss", color_map=LOSS_COLOURS, colors_in_legend=[])
                 gr.Markdown("Orange: total loss, drawn over blue: denoise loss; green: steering loss. Faint: each step; "
                             "solid: smoothed (moving average).", elem_id="loss-key")
+                quality = build_validation_panel()  # does <R> draw the relation on entity pairs it never saw?
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
                 nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=NEAREST_K)
                 trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
-                build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score")
+                build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score",
+                                  show_curve=False)  # the run's own curve is above
 
     # 4. The wiring, once every tab is built; the form's fields by the settings' names (the API keeps its own).
     fields = {"source": source, "set_name": train_set, "name": name, "overwrite": overwrite, "max_train_steps": steps,
@@ -197,10 +217,12 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
               "importance_sampling": importance, "alpha": alpha, "num_positives": positives, "temperature": temperature,
               "gradient_accumulation_steps": grad_accum, "preview_every": preview_every, "validation_prompt": validation,
               "files": files, "captions": captions}
+    fields.update(keep=keep, validate_every=validate_every, validation_pairs=validation_pairs, stop_when_flat=stop_when_flat)
 
     def wire() -> None:  # once every tab is built: the outputs include the Generate tab's relation list
         train_inputs = [fields[n] for n in train.input_names] + [page.owner]
         outputs = [train_status, loss_plot, steer_plot, previews, nearest, page.relation, continue_name, trained]
+        outputs += quality.outputs  # last, so that API clients reading the first outputs by position keep working
         source.change(lambda s: (gr.Group(visible=s == SOURCES[0]), gr.Group(visible=s == SOURCES[1])), source,
                       [set_group, upload_group], queue=False, **PRIVATE)  # instant toggles
         train_set.change(choose_set, [train_set, page.owner], [set_gallery, validation, name], **PRIVATE)
