@@ -87,7 +87,16 @@ def main(argv=None):
         print(f"{rel}: {args.steps} steps in {seconds:.0f}s, preview relation accuracy {acc:.2f}", flush=True)
         Path("runs").mkdir(exist_ok=True)
         np.savetxt(Path("runs") / f"relation-curve-{rel}.csv", np.array(curve), delimiter=",", header="step,loss,denoise,steer", fmt="%.5f")
+    list_as_shipped(Path(args.out), args.relation)
     print(json.dumps(log, indent=1))
+
+
+def list_as_shipped(out: Path, names: list[str]) -> None:
+    """Add ``names`` to ``out/shipped.txt``, the list of relations the app ships and never writes into."""
+    listed = out / "shipped.txt"
+    lines = listed.read_text(encoding="utf-8").splitlines() if listed.is_file() else ["# The relations that ship with ReVersion Studio."]
+    lines += [name for name in names if name not in lines]
+    listed.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
