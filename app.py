@@ -20,7 +20,6 @@ import shutil
 import tempfile
 import threading
 import typing
-import uuid
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent
@@ -50,7 +49,7 @@ from server.workspaces import Limits, Workspaces  # noqa: E402
 from ui.benchmark_tab import build_benchmark_tab  # noqa: E402
 from ui.generate_tab import build_generate_tab  # noqa: E402
 from ui.train_tab import build_train_tab  # noqa: E402
-from ui.wiring import PRIVATE, Page, visitor_key  # noqa: E402
+from ui.wiring import PRIVATE, Page, quiet_refusals, visitor_key  # noqa: E402
 
 TITLE = "ReVersion Studio"
 DESCRIPTION = (
@@ -73,6 +72,7 @@ CSS = """
 .pixelated .caption-label { position: static !important; max-width: 100% !important; white-space: pre-line !important;
   overflow: visible !important; text-overflow: clip !important; opacity: 1 !important; border: none !important;
   border-radius: 0 !important; font-size: 0.8rem !important; line-height: 1.3; padding: 4px 6px !important; text-align: left; }
+.score-grid .icon-button-wrapper.top-panel { position: static !important; justify-content: flex-end; margin: 0 0 4px auto; }
 """
 log = logging.getLogger("reversion_studio")
 
@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="attention backend (default: xformers on a CUDA GPU where it works, else sdpa; env REVERSION_ATTENTION)")
     p.add_argument("--public", action=argparse.BooleanOptionalAction, default=None,
                    help="one workspace per visitor, with quotas (default: on on Hugging Face Spaces; env REVERSION_PUBLIC)")
+    p.add_argument("--clip-model", default=env("REVERSION_CLIP_MODEL"),
+                   help="CLIPModel folder (or cached hub id) that reads report cards and validation images off the embedded "
+                        "world (env REVERSION_CLIP_MODEL; default openai/clip-vit-large-patch14 when cached)")
+    p.add_argument("--relation-probe", default=env("REVERSION_RELATION_PROBE"),
+                   help="a LinearProbe .safetensors that gives CLIP's relation score (env REVERSION_RELATION_PROBE)")
     p.add_argument("--max-file-size", default=env("REVERSION_MAX_FILE_SIZE", DEFAULT_MAX_FILE_SIZE),
                    help=f"largest accepted upload, such as 64mb (env REVERSION_MAX_FILE_SIZE; default {DEFAULT_MAX_FILE_SIZE})")
     return p.parse_args(argv)
@@ -171,12 +176,13 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         return benchmarks.list_benchmark_sets(studio.benchmark_dir)
 
     def page_owner(stored):
-        """The page's owner token, kept in the browser so a reload still owns its training and finds its relations."""
-        token = stored or uuid.uuid4().hex
-        return token, token
+        """The page's owner key, issued by the server (a stored key it did not sign is replaced) and kept in the
+        browser, so a reload still owns its training and finds its relations."""
+        key = studio.page_keys.page_key(stored)
+        return key, key
 
     with gr.Blocks(title=TITLE) as demo:
-        stored_owner = gr.BrowserState("", storage_key="reversion-studio-owner")
+        stored_owner = gr.BrowserState("", storage_key="reversion-studio-owner", secret=studio.page_keys.storage_secret())
         page = Page(tabs=None, owner=gr.State(None))
         with gr.Row():
             gr.Markdown(header_text(studio), elem_id="header")
@@ -194,6 +200,7 @@ def build_demo(studio: st.Studio) -> gr.Blocks:
         loaded = demo.load(page_owner, stored_owner, [stored_owner, page.owner], queue=False, **PRIVATE)
         for wire in page.on_load:
             wire(loaded)
+    quiet_refusals(demo)
     return demo
 
 
@@ -207,7 +214,8 @@ def make_studio(args: argparse.Namespace, temp_dir: Path) -> st.Studio:
     if workspaces is not None:
         workspaces.start_cleanup()
     return st.Studio(relations_dir=args.relations_dir, benchmark_dir=args.benchmark_dir, temp_dir=temp_dir,
-                     runtime=runtime, workspaces=workspaces, cap_s=default_cap(runtime))
+                     runtime=runtime, workspaces=workspaces, cap_s=default_cap(runtime), clip_model=args.clip_model,
+                     relation_probe=args.relation_probe)
 
 
 def fetch_tagger() -> threading.Thread:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ReVersionError
+from .errors import ReVersionError, quoted
 from .exemplars import MAX_IMAGE_SIDE, ExemplarSet, load_exemplars
 from .settings import DEFAULT_PLACEHOLDER
 
@@ -35,7 +35,7 @@ def load_benchmark_set(benchmark_dir: str | os.PathLike, name: str, max_side: in
     if not name:
         raise ReVersionError("Choose an exemplar set of the benchmark.")
     if name not in list_benchmark_sets(benchmark_dir):
-        raise ReVersionError(f"The benchmark has no exemplar set named {name!r}.")
+        raise ReVersionError(f"The benchmark has no exemplar set named {quoted(name)}.")
     return load_exemplars(Path(benchmark_dir) / name, max_side=max_side)
 
 

@@ -251,6 +251,8 @@ def _generate(args: argparse.Namespace) -> int:
         args.relation or None, entity_a, entity_b, args.prompt, suffix=args.suffix, negative_prompt=args.negative_prompt,
         num_images=args.num_images, seed=args.seed, steps=steps, guidance_scale=guidance, progress=not args.no_progress,
     )
+    for note in result.notes:
+        print(note, file=sys.stderr)
     slug = re.sub(r"[^A-Za-z0-9]+", "_", result.prompt).strip("_")[:60]
     for image, seed in zip(result.images, result.seeds):
         path = out / f"{slug}-seed{seed}.png"

@@ -70,7 +70,8 @@ class ClipFeatures:
         except (OSError, ValueError) as exc:
             raise ReVersionError(
                 f"The CLIP model {str(model)!r} could not be loaded ({str(exc).splitlines()[0][:160]}); download it where "
-                "there is network access and pass its local folder with --clip-model."
+                "there is network access and pass its local folder with --clip-model (in the app, or its variable "
+                "REVERSION_CLIP_MODEL)."
             ) from None
 
     @torch.no_grad()

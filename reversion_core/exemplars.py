@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ReVersionError
+from .errors import ReVersionError, quoted
 from .settings import DEFAULT_PLACEHOLDER
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -63,11 +63,11 @@ class ExemplarSet:
 def normalise_caption(caption: str, placeholder_token: str = DEFAULT_PLACEHOLDER, image_name: str = "?") -> str:
     """Replace ``{}`` or ``<R>`` with ``placeholder_token``; a caption with no placeholder is refused."""
     if not isinstance(caption, str):
-        raise ReVersionError(f"A caption of image {image_name} is not text: {caption!r}.")
+        raise ReVersionError(f"A caption of image {image_name} is not text: {quoted(caption)}.")
     text = " ".join(caption.split())
     if not any(p in text for p in (*_PLACEHOLDERS, placeholder_token)):
         raise ReVersionError(
-            f"Caption {caption!r} of image {image_name} has no placeholder; write {{}} or {DEFAULT_PLACEHOLDER} where the relation goes."
+            f"Caption {quoted(caption)} of image {image_name} has no placeholder; write {{}} or {DEFAULT_PLACEHOLDER} where the relation goes."
         )
     for p in _PLACEHOLDERS:
         text = text.replace(p, placeholder_token)

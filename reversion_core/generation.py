@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .base_model import base_model_id, load_pipeline, same_base_model
-from .errors import ReVersionError
+from .errors import ReVersionError, quoted
 from .relation_file import RelationPrompt, base_vocabulary, choose_token, is_safe_token, load_relation
 from .runtime import pick_attention, pick_device, resolve_source
 from .settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, DEFAULT_PLACEHOLDER, MAX_RESOLUTION, check_seed
@@ -31,6 +31,21 @@ class GenerationResult:
     images: list[Image.Image]
     prompt: str
     seeds: list[int]
+    notes: list[str] = field(default_factory=list)  # sentences for the person, such as a prompt cut to the encoder's length
+
+
+def cut_note(tokenizer, text: str, what: str = "The prompt") -> str | None:
+    """One sentence when ``text`` is longer than the text encoder reads (CLIP reads 77 tokens, its start and end
+    marks included, and drops the rest without a word), else None."""
+    limit = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if not text or not 2 < limit <= 100_000:  # a tokenizer without a length limit cuts nothing
+        return None
+    ids = tokenizer(text, truncation=False).input_ids
+    if len(ids) <= limit:
+        return None
+    last_words = " ".join(tokenizer.decode(ids[1 : limit - 1]).split()[-4:])[-40:]
+    return (f"{what} is {len(ids) - 2} tokens long and the text encoder reads only the first {limit - 2}, so everything "
+            f"after '...{last_words}' is left out; shorten it.")
 
 
 def build_prompt(token: str | None, prompt: str | None = None, entity_a: str | None = None, entity_b: str | None = None, suffix: str = "") -> str:
@@ -39,7 +54,7 @@ def build_prompt(token: str | None, prompt: str | None = None, entity_a: str | N
         text = " ".join(prompt.split())
         if token is not None:
             if not any(p in text for p in (*_PLACEHOLDERS, token)):
-                raise ReVersionError(f"The prompt {prompt!r} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in 'cat <R> box'.")
+                raise ReVersionError(f"The prompt {quoted(prompt)} has no {DEFAULT_PLACEHOLDER}; write where the relation goes, as in 'cat <R> box'.")
             for p in _PLACEHOLDERS:
                 text = text.replace(p, token)
     elif entity_a and entity_b and entity_a.strip() and entity_b.strip():
@@ -175,8 +190,9 @@ class RelationGenerator:
         relations = [] if relation is None else list(relation) if isinstance(relation, (list, tuple)) else [relation]
         tokens = [self.install(r) for r in relations]
         text = build_prompt(tokens[0] if tokens else None, prompt, entity_a, entity_b, suffix)
+        cut = [cut_note(self.pipeline.tokenizer, t, what) for t, what in ((text, "The prompt"), (negative_prompt, "The negative prompt"))]
         images = self.generate_prompts([text] * len(seeds), seeds, negative_prompt, steps, guidance_scale, height, width, progress)
-        return GenerationResult(images, text, seeds)
+        return GenerationResult(images, text, seeds, [note for note in cut if note])
 
     def generate_prompts(
         self,

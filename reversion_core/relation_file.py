@@ -28,12 +28,13 @@ from typing import Any, Collection
 import torch
 from PIL import Image
 
-from .errors import ReVersionError
+from .errors import ReVersionError, quoted
 
 EMBEDS_FILE = "learned_embeds.safetensors"
 CARD_FILE = "card.json"
 PREVIEW_FILE = "preview.png"
 CARD_FORMAT = "reversion-relation/1"
+MAX_NAME_LENGTH = 100
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}")
 # Temporary and swapped-out folders of save_relation: ".NAME.tmp-PID-xxxx" and ".NAME.old-PID".
 _SWAP = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-.*)?")
@@ -107,9 +108,11 @@ def check_name(name: str) -> str:
     """
     if isinstance(name, str):
         name = name.strip()
+        if len(name) > MAX_NAME_LENGTH:
+            raise ReVersionError(f"A relation name has at most {MAX_NAME_LENGTH} characters; {quoted(name)} is too long.")
     if not isinstance(name, str) or ".." in name or not _NAME.fullmatch(name):
         raise ReVersionError(
-            f"Relation name {name!r} is not allowed; use letters, digits, '-', '_' or '.' (no path separators or '..')."
+            f"Relation name {quoted(name)} is not allowed; use letters, digits, '-', '_' or '.' (no path separators or '..')."
         )
     if name.endswith("."):
         raise ReVersionError(f"Relation name {name!r} is not allowed: it must not end with '.'.")

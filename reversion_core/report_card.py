@@ -355,7 +355,8 @@ def _clip_figures(card: ReportCard, world_name, clip_model, relation_probe):
     except ReVersionError as exc:
         return {k: None for k in CLIP_METRICS}, {}, f"No CLIP score: {exc}"
     classifier, label = None, world_name or card.relation
-    note = "No relation score: pass a relation probe (a LinearProbe .safetensors) to measure it."
+    note = ("No relation score: pass a relation probe (a LinearProbe .safetensors) with --relation-probe (in the app, "
+            "or its variable REVERSION_RELATION_PROBE) to measure it.")
     if relation_probe is not None:
         classifier = ClipProbeClassifier(clip, LinearProbe.load(relation_probe))
         if label not in classifier.labels:

@@ -209,7 +209,8 @@ def choose_reader(pipe, world_name: str | None, nuisance: dict | None, label: st
     model = str(clip_model or DEFAULT_CLIP_MODEL)
     if not clip_on_disk(model):
         return None, (f"Validation is off: the CLIP model {model!r} that would score its images is not on disk; download it "
-                      "where there is network access and pass its folder with --clip-model.")
+                      "where there is network access and pass its folder with --clip-model (in the app, or its "
+                      "variable REVERSION_CLIP_MODEL).")
     try:
         clip = ClipFeatures(model, local_files_only=True)
     except ReVersionError as exc:

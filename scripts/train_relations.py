@@ -60,7 +60,16 @@ def main(argv=None) -> int:
         print(f"{relation}: exit {code} after {time.time() - start:.0f} s", flush=True)
         if code:
             return code
+    list_as_shipped(Path(args.out), args.relation)
     return 0
+
+
+def list_as_shipped(out: Path, names: list[str]) -> None:
+    """Add ``names`` to ``out/shipped.txt``, the list of relations the app ships and never writes into."""
+    listed = out / "shipped.txt"
+    lines = listed.read_text(encoding="utf-8").splitlines() if listed.is_file() else ["# The relations that ship with ReVersion Studio."]
+    lines += [name for name in names if name not in lines]
+    listed.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

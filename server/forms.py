@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from reversion_core.errors import ReVersionError
+from reversion_core.errors import ReVersionError, quoted
 from reversion_core.exemplars import ExemplarSet
 from reversion_core.report_card import DEFAULT_STEPS as CARD_STEPS
 from reversion_core.settings import DEFAULT_GUIDANCE_SCALE, DEFAULT_INFERENCE_STEPS, MAX_SEED, InversionSettings
@@ -25,6 +25,7 @@ APP_PREVIEW_EVERY = 50  # the engine previews never by default; the Train tab sh
 MAX_TRAIN_STEPS = 3000  # the most steps one run (or one continuation) may ask for: the paper's whole schedule
 MAX_PREVIEW_EVERY = 500
 MAX_STOP_WHEN_FLAT = 20  # validations without a gain before an early stop; more is as good as never
+MAX_TEXT = 300  # characters of one Generate text box: CLIP reads 77 tokens, a few hundred characters of words
 SOURCES = ("Benchmark set", "Upload")
 MODES = ("Entities", "Free prompt")
 # The Train tab's numbers, by the setting each sets: (label, lowest, highest). The widgets and TrainForm read them.
@@ -51,19 +52,28 @@ API_NAMES = {
 }
 
 
-def bounded(name: str, value: Any, integer: bool = False) -> int | float:
-    """A Train tab value checked against :data:`TRAIN_BOUNDS` (finite, in range, whole where it must be)."""
-    label, low, high = TRAIN_BOUNDS[name]
+def check_number(label: str, value: Any, low: float | None, high: float | None, integer: bool = False) -> int | float:
+    """``value`` as a number, refused in one sentence naming ``label`` when it is not one (``"abc"``), not finite,
+    outside ``low``..``high`` (None: unbounded) or, where a whole number is meant, not whole (``2.5`` steps)."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         number = math.nan
     if integer and isinstance(value, int) and not isinstance(value, bool):
         number = value  # keep big seeds exact
-    if not math.isfinite(number) or not low <= number <= high or integer and number != int(number):
+    outside = low is not None and number < low or high is not None and number > high
+    if not math.isfinite(number) or outside or integer and number != int(number):
         kind = "a whole number" if integer else "a number"
-        raise ReVersionError(f"{label} must be {kind} from {low:g} to {high:g}, not {value!r}.")
+        shown = [f"{int(b)}" if integer else f"{b:g}" for b in (low, high) if b is not None]
+        span = f" from {shown[0]} to {shown[1]}" if len(shown) == 2 else ""
+        raise ReVersionError(f"{label} must be {kind}{span}, not {quoted(value)}.")
     return int(number) if integer else float(number)
+
+
+def bounded(name: str, value: Any, integer: bool = False) -> int | float:
+    """A Train tab value checked against :data:`TRAIN_BOUNDS` (finite, in range, whole where it must be)."""
+    label, low, high = TRAIN_BOUNDS[name]
+    return check_number(label, value, low, high, integer)
 
 
 class _Form:
@@ -108,6 +118,15 @@ class TrainForm(_Form):
     def from_benchmark(self) -> bool:
         return self.source != SOURCES[1]
 
+    @classmethod
+    def of_run(cls, request: TrainingRequest) -> TrainForm:
+        """The form a run was started with, as far as its request keeps it (its name and settings, not where its
+        exemplars came from): what a reloaded page shows while it follows the run."""
+        s = request.settings
+        return cls(name=request.name, overwrite=request.overwrite, steering=s.lambda_steer > 0,
+                   importance_sampling=s.importance_sampling, validation_prompt=s.validation_prompt, keep=s.keep,
+                   **{name: getattr(s, name) for name in TRAIN_BOUNDS})
+
     def settings(self, attention: str, mixed_precision: str) -> InversionSettings:
         """The run's settings, built once, in the app's attention and precision (its trainings share the models it
         loaded); steering off means lambda_steer = 0; an out-of-range number is refused in one sentence."""
@@ -140,6 +159,8 @@ class TrainingRequest:
     losses: list[dict[str, Any]] = field(default_factory=list)  # the loss plot's rows so far, when continuing
     incoming: int = 0  # bytes of uploaded exemplars the run keeps (public mode's disk quota)
     validation: dict[str, Any] | None = None  # the card's validation record (the quality curve so far), when continuing
+    clip_model: str | None = None  # what validation reads images with off the embedded world (the app's --clip-model)
+    relation_probe: str | None = None
 
     @property
     def steps(self) -> int:
@@ -168,6 +189,15 @@ class GenerationRequest(_Form):
     def free(self) -> bool:
         return self.mode == MODES[1]
 
+    def check_texts(self) -> None:
+        """Refuse a text far longer than the text encoder reads, in one sentence (one only a little too long is
+        generated, and the result says where it was cut)."""
+        for label, text in (("Entity A", self.entity_a), ("Entity B", self.entity_b), ("The prompt", self.prompt),
+                            ("The style", self.suffix), ("The negative prompt", self.negative_prompt)):
+            if isinstance(text, str) and len(text) > MAX_TEXT:
+                raise ReVersionError(f"{label} has {len(text):,} characters; the text encoder reads only about 75 words, "
+                                     f"so write at most {MAX_TEXT}.")
+
 
 @dataclass
 class ScoreRequest:
@@ -177,3 +207,5 @@ class ScoreRequest:
     pairs: int
     steps: int = CARD_STEPS
     reference: bool = True  # also generate with the relation's own phrase (doubles the images)
+    clip_model: str | None = None  # the CLIP model that reads the images off the embedded world (the app's --clip-model)
+    relation_probe: str | None = None  # the linear probe that gives CLIP's relation score (the app's --relation-probe)

@@ -277,7 +277,8 @@ class GpuRunner:
                 with self._lock:
                     outcome["card"] = score_relation(
                         load_relation(request.relation, None), self.generator, pairs=int(request.pairs),
-                        steps=int(request.steps), reference=request.reference,
+                        steps=int(request.steps), reference=request.reference, clip_model=request.clip_model,
+                        relation_probe=request.relation_probe,
                         progress=lambda done, total: ticks.put(ScoreProgress(done, total)),
                     )
             except BaseException as exc:  # raised again in the caller's thread
@@ -324,7 +325,8 @@ class GpuRunner:
                 inversion = Inversion.from_components(
                     request.exemplars, self.generator.pipeline, request.name, settings, tokenizer=self._tokenizer,
                     source=self.generator.source, relations_dir=request.relations_dir, overwrite=request.overwrite,
-                    resume_from=request.resume_from, device=self.runtime.device,
+                    resume_from=request.resume_from, device=self.runtime.device, clip_model=request.clip_model,
+                    relation_probe=request.relation_probe,
                 )
             pipe = inversion.pipe
             yield TrainingReady(time.perf_counter() - start, settings.max_train_steps, inversion.start_step,

@@ -1,7 +1,8 @@
 """Whose relations a request sees and may write: a shelf.
 
 - ``SharedShelf``: the app run by one person or a team (not public): one relations folder that everyone reads and
-  writes, 'Overwrite' replaces any relation.
+  writes, 'Overwrite' replaces any relation but the shipped ones (listed in the folder's ``shipped.txt``, tracked in
+  git): the app never writes into those, and keeps their report cards in ``runs/`` instead.
 - ``VisitorShelf``: public mode: the shipped relations (read-only) and the visitor's own workspace
   (``workspaces.Workspace``), with the workspaces' quotas.
 
@@ -25,6 +26,8 @@ from reversion_core.run_files import runs_dir
 
 from .workspaces import Limits, Workspace
 
+SHIPPED_LIST = "shipped.txt"  # in a shared relations folder: the relations that came with the app, one name a line
+
 
 class SharedShelf:
     """One relations folder for everyone (the app is not public)."""
@@ -34,6 +37,15 @@ class SharedShelf:
 
     def __init__(self, relations_dir: str | os.PathLike, runs_dir: str | os.PathLike) -> None:
         self.relations_dir, self.runs_dir = Path(relations_dir), Path(runs_dir)
+        self.cards_dir: Path | None = self.runs_dir  # where the report cards of the shipped relations are kept
+
+    def shipped_names(self) -> set[str]:
+        """The relations that came with the app (``shipped.txt``; none without one): the app never writes into them."""
+        try:
+            lines = (self.relations_dir / SHIPPED_LIST).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return set()
+        return {line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")}
 
     def relations(self) -> list[RelationPrompt]:
         """Every readable relation this shelf shows, whatever its base model."""
@@ -47,15 +59,17 @@ class SharedShelf:
         return path
 
     def own_names(self) -> AbstractSet[str]:
-        """Relations this shelf may overwrite, continue and hands out (all of them here)."""
-        return {r.path.name for r in self.relations() if r.path is not None}
+        """Relations this shelf may overwrite and continue (all of them here but the shipped ones)."""
+        return {r.path.name for r in self.relations() if r.path is not None} - self.shipped_names()
 
     def free_name(self, name: str) -> str:
         return free_relation_name(self.relations_dir, name)
 
     def check_new(self, name: str, overwrite: bool = False, incoming: int = 0) -> None:
-        """Refuse an unsafe name, and an existing one unless the person ticked 'Overwrite'."""
-        check_name(name)
+        """Refuse an unsafe name, a shipped relation's, and an existing one unless the person ticked 'Overwrite'."""
+        name = check_name(name)
+        if name in self.shipped_names():
+            raise ReVersionError(f"{name!r} is one of the shipped relations, which the app never changes; choose another name.")
         if (self.relations_dir / name).exists() and not overwrite:
             raise ReVersionError(f"A relation named {name!r} already exists; tick 'Overwrite' or choose another name.")
 
@@ -73,6 +87,7 @@ class VisitorShelf:
     """Public mode: the shipped relations, read-only, and one visitor's own workspace."""
 
     public = True
+    cards_dir: Path | None = None  # a shipped relation's report card is shown, not saved
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace

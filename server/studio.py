@@ -31,9 +31,10 @@ from reversion_core.run_files import EXEMPLARS_DIR, LOSSES_FILE, checkpoints, re
 from reversion_core.settings import InversionSettings
 
 from .benchmark_view import load_benchmark_set, upscale
-from .card_view import CardView, is_read_only, save_and_view
+from .card_view import CardView, is_read_only, readable_time, save_and_view
 from .forms import MAX_TRAIN_STEPS, GenerationRequest, ScoreRequest, TrainForm, TrainingRequest
 from .hosting import HostedRuntime
+from .page_keys import PageKeys
 from .shelves import Shelf, SharedShelf, UnusableRelation, VisitorShelf, split_relations
 from .training_jobs import TrainingJob, TrainingSlot, TrainUpdate, run_training
 from .training_view import read_losses
@@ -63,6 +64,8 @@ class Studio:
         runtime: HostedRuntime | None = None,
         workspaces: Workspaces | None = None,
         cap_s: float | None = None,
+        clip_model: str | None = None,
+        relation_probe: str | None = None,
     ) -> None:
         if runtime is None:  # a library caller: the given base model (default: the runtime's rule), not public
             from reversion_core.runtime import resolve_source
@@ -71,6 +74,7 @@ class Studio:
 
             runtime = pick_runtime({}, base_model=resolve_source(base_model, device), device=device, attention=attention, public=False)
         self.runtime, self.workspaces, self.cap_s = runtime, workspaces, cap_s
+        self.clip_model, self.relation_probe = clip_model, relation_probe  # read images off the embedded world
         self.relations_dir = Path(relations_dir)  # shipped (public mode) or shared relations
         self.benchmark_dir = Path(benchmark_dir)
         self.temp_dir = Path(temp_dir or tempfile.mkdtemp(prefix="reversion-studio-"))
@@ -78,6 +82,7 @@ class Studio:
         # checkpoints of the app's runs, where the CLI keeps its own (``--resume runs/NAME`` reads them too)
         self.shared = SharedShelf(self.relations_dir, Path(runs_dir) if runs_dir else run_files.runs_dir(self.relations_dir))
         self.slot = TrainingSlot()
+        self.page_keys = PageKeys(workspaces.secret if workspaces is not None else None)  # public: keys survive restarts
         self._runner = None
         self._runner_error: ReVersionError | None = None
         self._load_lock = threading.Lock()
@@ -185,7 +190,7 @@ class Studio:
         if (card.get("relation") or {}).get("description"):
             bits.append(card["relation"]["description"])
         if card.get("created_at"):
-            bits.append(f"created {card['created_at']}")
+            bits.append(f"created {readable_time(card['created_at'])}")
         preview = r.read_preview()  # read now, bounded; a damaged preview only hides the image
         return " · ".join(bits), upscale(preview) if preview is not None else None
 
@@ -211,15 +216,17 @@ class Studio:
         )
 
     # ------------------------------------------------------------------------------------------- generation
-    def generate(self, request: GenerationRequest, shelf: Shelf | None = None) -> tuple[list[tuple[Image.Image, str]], str]:
-        """Images (upscaled) with their seeds as captions, and the prompt that made them."""
+    def generate(self, request: GenerationRequest, shelf: Shelf | None = None) -> tuple[list[tuple[Image.Image, str]], str, list[str]]:
+        """Images (upscaled) with their seeds as captions, the prompt that made them, and notes for the person (such as
+        a prompt cut to the text encoder's length)."""
+        request.check_texts()
         relation = self.relation(request.relation, shelf) if request.relation else None
         if request.free and not request.prompt.strip():
             raise ReVersionError("Write a prompt containing <R>, such as 'rabbit <R> carrot'.")
         if relation is None and not request.free:
             raise ReVersionError("Choose a relation, or write a free prompt.")
         result = self.runner().generate(request, str(relation.path) if relation is not None else None)
-        return [(upscale(im), f"seed {s}") for im, s in zip(result.images, result.seeds)], result.prompt
+        return [(upscale(im), f"seed {s}") for im, s in zip(result.images, result.seeds)], result.prompt, result.notes
 
     # ------------------------------------------------------------------------------------------- training
     def training_request(self, form: TrainForm, shelf: Shelf | None = None) -> TrainingRequest:
@@ -250,7 +257,8 @@ class Studio:
         kept in the shelf's run folder, stopped through a file of its own. ``options`` are TrainingRequest's."""
         shelf = shelf or self.shared
         return TrainingRequest(exemplars, name, settings, str(shelf.relations_dir), str(shelf.runs_dir),
-                               stop_file=str(self.temp_dir / "stop" / uuid.uuid4().hex), **options)
+                               stop_file=str(self.temp_dir / "stop" / uuid.uuid4().hex), clip_model=self.clip_model,
+                               relation_probe=self.relation_probe, **options)
 
     def check_training(self, request: TrainingRequest, shelf: Shelf | None = None) -> None:
         """Everything a new training is refused for before it starts: the name, the quotas (the exemplar bytes it
@@ -266,8 +274,9 @@ class Studio:
     def start_training(self, owner: str | None, request: TrainingRequest, shelf: Shelf | None = None) -> TrainingJob:
         """Queue a training of a new relation; it runs in a server thread until it ends, page or no page."""
         shelf = shelf or self.shared
-        self.check_training(request, shelf)  # again: quotas may have filled since the click was checked
-        return self._submit(owner, request, shelf)
+        with self.slot.starting(owner):  # on its way: a Stop from now on cancels it
+            self.check_training(request, shelf)  # again: quotas may have filled since the click was checked
+            return self._submit(owner, request, shelf)
 
     def train(self, owner: str | None, request: TrainingRequest, shelf: Shelf | None = None) -> Iterator[TrainUpdate]:
         """Start a training on the server and follow it; the last update names the saved relation."""
@@ -307,10 +316,11 @@ class Studio:
             validation=validation_record(relation),
         )
         # 3. The visitor's steps limit and the GPU time cap, for the steps still to run.
-        shelf.check_steps(request.steps)
-        if self.cap_s is not None:
-            self.runner().check_training(request)
-        return self._submit(owner, request, shelf)
+        with self.slot.starting(owner):
+            shelf.check_steps(request.steps)
+            if self.cap_s is not None:
+                self.runner().check_training(request)
+            return self._submit(owner, request, shelf)
 
     def follow(self, owner: str | None) -> Iterator[TrainUpdate]:
         """The updates of ``owner``'s running or waiting training, if any (a reloaded page picks it up again)."""
@@ -318,13 +328,18 @@ class Studio:
         if job is not None:
             yield from job.updates()
 
+    def followed_form(self, owner: str | None) -> TrainForm | None:
+        """The settings of ``owner``'s running or waiting training (a reloaded page shows them), if any."""
+        job = self.slot.job_of(owner)
+        return TrainForm.of_run(job.request) if job is not None and job.request is not None else None
+
     def _submit(self, owner: str | None, request: TrainingRequest, shelf: Shelf) -> TrainingJob:
         from .gpu_runner import request_stop
 
         hold = ExitStack()
         hold.enter_context(shelf.training())  # public mode: one training per visitor, running or queued
         stop_file = Path(request.stop_file)
-        job = TrainingJob(owner, request.name, request.losses, record_view(request.validation))
+        job = TrainingJob(owner, request.name, request.losses, record_view(request.validation), request)
         job.on_stop.append(lambda: request_stop(stop_file))
         job.on_done += [hold.close, lambda: stop_file.unlink(missing_ok=True)]
         return self.slot.submit(job, lambda job: run_training(job, self.runner(), request))
@@ -343,10 +358,11 @@ class Studio:
             raise ReVersionError(f"Score on 1 to {MAX_PAIRS} entity pairs, not {pairs}.")
         relation = self.relation(name, shelf)  # refuses a relation of another base model in one sentence
         card = None
-        for item in self.runner().score(ScoreRequest(str(relation.path), int(pairs))):
+        score = ScoreRequest(str(relation.path), int(pairs), clip_model=self.clip_model, relation_probe=self.relation_probe)
+        for item in self.runner().score(score):
             if isinstance(item, ScoreProgress):
                 if progress is not None:
                     progress(item.done, item.total)
             else:
                 card = item
-        return save_and_view(relation, card, save=not is_read_only(shelf, relation))
+        return save_and_view(relation, card, save=not is_read_only(shelf, relation), beside=shelf.cards_dir)

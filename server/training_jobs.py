@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -52,8 +53,9 @@ class TrainingJob:
     """
 
     def __init__(self, owner: str | None, name: str, rows: list[dict[str, Any]] | None = None,
-                 validation: CurveView | None = None) -> None:
+                 validation: CurveView | None = None, request: TrainingRequest | None = None) -> None:
         self.owner, self.name = owner, name
+        self.request = request  # what the run was asked for: a reloaded page shows its settings
         self.running = False  # its model is loaded and its steps have begun
         self.on_stop: list[Callable[[], None]] = []  # how to tell the run to stop (it may run in another process)
         self.stop_requested = False
@@ -108,8 +110,8 @@ class TrainingSlot:
     def __init__(self) -> None:
         self._state = threading.Condition()
         self._queue: list[TrainingJob] = []  # the running job first, then the waiting ones
-        self._cancelled: set[str] = set()  # owners whose next queued run must not start (Stop pressed while waiting)
-        self._starting: set[str] = set()  # owners whose Start was checked and whose run is on its way to the queue
+        self._cancelled: set[str] = set()  # owners whose run on its way must not start (Stop pressed meanwhile)
+        self._starting: set[str] = set()  # owners whose Start's run is on its way to the queue (see starting)
         self._last: dict[str | None, TrainingJob] = {}
 
     @property
@@ -122,8 +124,8 @@ class TrainingSlot:
             return bool(self._queue)
 
     def waiting_message(self) -> str:
-        job = self.running
-        return f"Waiting: another training ({job.name if job else 'starting'}) is running; yours starts as soon as it ends."
+        # never the other run's name: in public mode it is another visitor's
+        return "Waiting: another training is running; yours starts as soon as it ends."
 
     def job_of(self, owner: str | None) -> TrainingJob | None:
         """The owner's latest job while it runs or waits (what a reloaded page follows)."""
@@ -132,7 +134,7 @@ class TrainingSlot:
             return job if job is not None and not job.done else None
 
     def stop(self, owner: str | None) -> str:
-        """Stop ``owner``'s run (it saves the latest <R>), or cancel its queued one."""
+        """Stop ``owner``'s run (it saves the latest <R>), or cancel its queued one or the one on its way."""
         with self._state:
             mine = [job for job in self._queue if job.owner == owner or owner is None]
             head = self._queue[0] if self._queue else None
@@ -141,30 +143,41 @@ class TrainingSlot:
                 if head.running:
                     return "Stopping after this step; the latest <R> will be saved."
                 return "Stopping as soon as the base model has loaded; the <R> of its first step will be saved."
-            if head is not None:
-                if owner is not None:
-                    self._cancelled.add(owner)
-                for job in mine:
-                    job.stop()
-                return "The running training belongs to another session; your queued training, if any, was cancelled."
-            if owner is not None and owner in self._starting:  # Stop pressed between a Start's check and its run
+            on_its_way = owner is not None and owner in self._starting  # Stop pressed between a Start and its run
+            if on_its_way:
                 self._cancelled.add(owner)
+            for job in mine:
+                job.stop()
+            if head is not None:
+                if mine or on_its_way:
+                    return "The running training belongs to another session; your queued training was cancelled."
+                return "The running training belongs to another session; you have no training running or waiting."
+            if on_its_way:
                 return "Your training was cancelled before it started."
             return "No training of yours is running."
 
-    def forget(self, owner: str | None) -> None:
-        """A fresh Start click (its run follows): an earlier Stop of this session must not cancel the new run."""
+    @contextmanager
+    def starting(self, owner: str | None) -> Iterator[None]:
+        """Hold while a Start's run is on its way to the queue (checked, then submitted): a Stop meanwhile cancels it.
+        An earlier Stop of this session does not: a fresh Start wins over it."""
         with self._state:
             self._cancelled.discard(owner)
             if owner is not None:
                 self._starting.add(owner)
+        try:
+            yield
+        finally:
+            with self._state:
+                self._starting.discard(owner)
 
     def submit(self, job: TrainingJob, work: Callable[[TrainingJob], None]) -> TrainingJob:
         """Queue ``job``; a server thread runs ``work(job)`` when the slot is free (skipped if cancelled first)."""
         with self._state:
             self._queue.append(job)
             self._last[job.owner] = job
-            self._starting.discard(job.owner)
+            if job.owner in self._cancelled:  # stopped on its way here
+                self._cancelled.discard(job.owner)
+                job.stop_requested = True
         if len(self._queue) > 1:
             job.publish(TrainUpdate(self.waiting_message(), job.latest().losses))
         threading.Thread(target=self._run, args=(job, work), daemon=True, name=f"training-{job.name}").start()
@@ -174,8 +187,7 @@ class TrainingSlot:
         with self._state:
             while self._queue[0] is not job:
                 self._state.wait()
-            cancelled = job.stop_requested or job.owner in self._cancelled
-            self._cancelled.discard(job.owner)
+            cancelled = job.stop_requested
             job.started = True
         try:
             if cancelled:

@@ -130,6 +130,11 @@ class Workspaces:
         self._stopped = threading.Event()
         self._lock = threading.Lock()  # guards _training and the check-then-write of quotas
 
+    @property
+    def secret(self) -> str:
+        """The workspaces' secret, kept beside them: it also signs the pages' keys (``server.page_keys``)."""
+        return self._secret
+
     def for_visitor(self, key: str) -> "Workspace":
         """The workspace of ``key`` (a browser key or a user name); the same key finds the same folder after a restart."""
         workspace = Workspace(self, key, self.root / visitor_folder(key, self._secret))

@@ -309,17 +309,56 @@ def test_two_sessions_training_at_once_queue_and_the_second_is_told_it_waits(app
     for update in job:
         if has_points(update):
             break
-    assert second.predict(*train_args("second_of_two"), api_name="/prepare_training").startswith("Waiting")
-    assert "another session" in second.predict(api_name="/stop")  # a second session cannot stop the first's run
+    assert second.predict(*train_args("second_of_two"), api_name="/prepare_training") == (
+        "Waiting: another training is running; yours starts as soon as it ends.")
     waiting = second.submit(*train_args("second_of_two"), api_name="/train")
-    time.sleep(1.0)
+    deadline = time.monotonic() + RESULT_TIMEOUT
+    while not (waiting.outputs() and waiting.outputs()[-1][0].startswith("Waiting")) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not waiting.done()
+    # a second session cannot stop the first's run; its Stop cancels its own queued one
+    assert second.predict(api_name="/stop") == ("The running training belongs to another session; your queued "
+                                                "training was cancelled.")
     first.predict(api_name="/stop")
     assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Stopped")
-    # the Stop pressed while waiting cancelled the queued run; a fresh Start runs
     assert "cancelled" in waiting.result(timeout=RESULT_TIMEOUT)[0]
     second.predict(*train_args("second_of_two"), api_name="/prepare_training")
     assert second.submit(*train_args("second_of_two"), api_name="/train").result(timeout=RESULT_TIMEOUT)[0].startswith("Finished")
+
+
+def test_stop_after_only_checking_a_start_says_no_training_is_running(client):
+    assert client.predict(*train_args("only_checked"), api_name="/prepare_training").startswith("Starting")
+    assert client.predict(api_name="/stop") == "No training of yours is running."
+    job = client.submit(*train_args("only_checked"), api_name="/train")  # that Stop cancels nothing started later
+    assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Finished at step 3")
+
+
+def test_a_10000_character_name_is_shortened_in_the_message(client):
+    message = error_of(lambda: client.predict(*train_args("n" * 10_000), api_name="/prepare_training"))
+    assert message == f"A relation name has at most 100 characters; '{'n' * 39}...' (10,000 characters) is too long."
+
+
+def test_a_long_entity_is_refused_and_a_prompt_cut_by_the_text_encoder_says_so(client):
+    message = error_of(lambda: generate(client, SHIPPED, a="red circle " * 500, n=1))
+    assert message == "Entity A has 5,500 characters; the text encoder reads only about 75 words, so write at most 300."
+    images, prompt = generate(client, SHIPPED, a=" ".join(["red circle"] * 27), b=" ".join(["blue square"] * 12), n=1)
+    assert len(images) == 1 and prompt.endswith(  # 54 + 1 + 24 tokens: entity B is cut after its tenth pair
+        "The prompt is 79 tokens long and the text encoder reads only the first 75, so everything after "
+        "'...blue square blue square' is left out; shorten it.")
+
+
+def test_a_refusal_logs_one_line_and_no_traceback(client, app):
+    log = app[2].parent / "app.log"
+    seen = log.stat().st_size
+    for values in ({"steps": -5}, {"learning_rate": "abc"}, {"source": "Somewhere"}, {"name": "a/b"}):
+        error_of(lambda: client.predict(**{"name": "logged", **values}, api_name="/prepare_training"))
+    time.sleep(0.5)
+    with open(log, encoding="utf-8") as f:
+        f.seek(seen)
+        written = [line for line in f.read().splitlines() if not line.startswith("HTTP Request")]
+    assert "Traceback (most recent call last):" not in written
+    assert [line.split(":")[0] for line in written if line.startswith("refused")] == [
+        "refused Steps", "refused Learning rate", "refused Exemplars from", "refused prepare_training"]
 
 
 def test_files_outside_the_app_folders_are_not_served(app):
@@ -385,9 +424,12 @@ def test_lists_the_benchmark_sets_and_trains_on_one_by_keyword(client, app):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("learning_rate", 1e9, "Value 1000000000.0 is greater than maximum value 0.1."),
-    ("seed", 2**70, f"Value {2**70} is greater than maximum value {2**63 - 1}."),
-    ("steps", 0, "Value 0 is less than minimum value 1."),
+    ("learning_rate", 1e9, "Learning rate must be a number from 1e-07 to 0.1, not 1000000000.0."),
+    ("learning_rate", "abc", "Learning rate must be a number from 1e-07 to 0.1, not 'abc'."),
+    ("seed", 2**70, f"Seed must be a whole number from 0 to {2**63 - 1}, not {2**70}."),
+    ("steps", 0, "Steps must be a whole number from 1 to 3000, not 0."),
+    ("steps", 2.5, "Steps must be a whole number from 1 to 3000, not 2.5."),
+    ("batch_size", 1.5, "Batch size must be a whole number from 1 to 8, not 1.5."),
 ])
 def test_training_fields_out_of_range_are_refused(client, field, value, message):
     assert error_of(lambda: client.predict(name="x", api_name="/prepare_training", **{field: value})) == message
@@ -396,7 +438,7 @@ def test_training_fields_out_of_range_are_refused(client, field, value, message)
 def test_a_generation_seed_past_64_bits_is_refused(client):
     message = error_of(lambda: client.predict(SHIPPED, "Entities", "red circle", "blue square", "", "", "", 1, 2, 7.5,
                                               2**70, api_name="/generate"))
-    assert message == f"Value {2**70} is greater than maximum value {2**63 - 1}."
+    assert message == f"Seed must be a whole number from 0 to {2**63 - 1}, not {2**70}."
 
 
 def test_an_upload_over_the_size_limit_is_refused_by_the_server(app, tmp_path):

@@ -158,6 +158,26 @@ def test_a_training_lands_in_the_visitors_workspace_and_nowhere_else(public_app)
     assert "alices_run" not in names(alice) and not runs[0].exists()  # deleting leaves nothing of it behind
 
 
+def test_a_page_key_chosen_by_a_client_is_replaced_by_one_the_server_issues(public_app, tmp_path):
+    import httpx
+
+    from server.workspaces import visitor_folder
+
+    url, _, data = public_app
+    config = httpx.get(f"{url}config", timeout=10).json()
+    load = next(d for d in config["dependencies"] if d.get("api_name") == "page_owner")  # the page's load event
+    session = "chooses-its-key"
+    answer = httpx.post(f"{url}gradio_api/run/predict", timeout=10,
+                        json={"data": ["someone-elses-key"], "fn_index": load["id"], "session_hash": session}).json()
+    issued = answer["data"][0]
+    assert issued != "someone-elses-key" and len(issued) == 65  # a nonce and its signature
+    client = visitor(public_app)
+    client.session_hash = session
+    import_relation(client, vector_file(tmp_path / "k.safetensors"), "keyed")
+    secret = (data / "workspaces" / ".secret").read_text().strip()
+    assert own_folder(data, "keyed") == [data / "workspaces" / visitor_folder(f"page:{issued}", secret) / "relations" / "keyed"]
+
+
 # ----------------------------------------------------------------------------------------------- quotas
 def test_relations_per_visitor_are_limited_and_deleting_one_makes_room(public_app, tmp_path):
     client = visitor(public_app)
@@ -200,7 +220,9 @@ def test_a_visitor_has_one_training_at_a_time(public_app):
                 break
         message = error_of(lambda: client.predict(*train_args("second_run"), api_name="/prepare_training"))
         assert message == "You already have a training running or waiting; stop it or let it finish before starting another."
-        assert visitor(public_app).predict(*train_args("someone_else"), api_name="/prepare_training").startswith("Waiting")
+        # the waiting visitor is not told the other visitor's relation name
+        assert visitor(public_app).predict(*train_args("someone_else"), api_name="/prepare_training") == (
+            "Waiting: another training is running; yours starts as soon as it ends.")
     finally:
         client.predict(api_name="/stop")
     assert job.result(timeout=RESULT_TIMEOUT)[0].startswith("Stopped")

@@ -135,7 +135,8 @@ def test_only_the_session_that_started_a_run_can_stop_it():
     job = slot.submit(TrainingJob("alice", "r"), run_until_stopped(run))
     updates = job.updates()
     assert next(u for u in updates if u.status == "running")
-    assert slot.busy() and slot.waiting_message().startswith("Waiting: another training (r)")
+    # in public mode the other run is another visitor's: its name is not for everyone
+    assert slot.busy() and slot.waiting_message() == "Waiting: another training is running; yours starts as soon as it ends."
     assert "another session" in slot.stop("bob") and not run.stopped.is_set()
     assert slot.stop("alice").startswith("Stopping after this step") and run.stopped.is_set()
     assert [u.status for u in updates][-1] == "stopped"
@@ -155,8 +156,9 @@ def test_a_run_goes_on_when_its_follower_goes_away():
 def test_a_queued_run_stopped_before_it_starts_never_starts():
     slot, first = TrainingSlot(), FakeRun()
     slot.submit(TrainingJob("alice", "r"), run_until_stopped(first))
-    slot.stop("bob")  # bob waits behind alice and presses Stop
     queued = slot.submit(TrainingJob("bob", "b"), lambda job: pytest.fail("bob's cancelled run was built"))
+    # bob waits behind alice and presses Stop
+    assert slot.stop("bob") == "The running training belongs to another session; your queued training was cancelled."
     first.stop()
     assert [u.status for u in queued.updates()][-1] == "Your queued training was cancelled before it started."
     again = FakeRun()
@@ -167,17 +169,26 @@ def test_a_queued_run_stopped_before_it_starts_never_starts():
 
 def test_stop_between_a_start_and_its_run_cancels_the_run():
     slot = TrainingSlot()
-    slot.forget("alice")  # the Start click was checked; its run is on its way
-    assert slot.stop("alice") == "Your training was cancelled before it started."
-    job = slot.submit(TrainingJob("alice", "r"), lambda job: pytest.fail("the cancelled run was built"))
+    with slot.starting("alice"):  # the Start's run is on its way to the queue
+        assert slot.stop("alice") == "Your training was cancelled before it started."
+        job = slot.submit(TrainingJob("alice", "r"), lambda job: pytest.fail("the cancelled run was built"))
     assert [u.status for u in job.updates()][-1] == "Your queued training was cancelled before it started."
     assert slot.stop("alice") == "No training of yours is running."
+
+
+def test_stop_with_no_run_on_its_way_cancels_nothing_later():
+    slot, run = TrainingSlot(), FakeRun()
+    assert slot.stop("alice") == "No training of yours is running."  # after only checking a Start (/prepare_training)
+    with slot.starting("alice"):
+        job = slot.submit(TrainingJob("alice", "r"), run_until_stopped(run))
+    assert next(u for u in job.updates() if u.status == "running")
+    run.stop()
 
 
 def test_out_of_range_settings_are_refused_in_one_sentence():
     with pytest.raises(ReVersionError, match=r"^Learning rate must be a number from 1e-07 to 0.1, not 1000000000.0.$"):
         bounded("learning_rate", 1e9)
-    with pytest.raises(ReVersionError, match=r"^Seed must be a whole number from 0 to 9.22337e\+18, not 1180591620717411303424.$"):
+    with pytest.raises(ReVersionError, match=r"^Seed must be a whole number from 0 to 9223372036854775807, not 1180591620717411303424.$"):
         bounded("seed", 2**70, integer=True)
     with pytest.raises(ReVersionError, match="^Temperature must be a number from 0.001 to 10, not nan.$"):
         bounded("temperature", float("nan"))

@@ -224,6 +224,9 @@ def test_a_reloaded_page_follows_its_running_training_and_can_stop_it(page, serv
         wait_for_plot(page)
         step = int(wait_for_match(page, r"Training survives_reload: step (\d+) of 2000"))
         assert step > 0
+        # the page shows the run's own settings, not the defaults
+        playwright_api.expect(page.locator("#train-steps input[type=number]")).to_have_value("2000")
+        playwright_api.expect(name_box(page)).to_have_value("survives_reload")
     finally:
         press_stop(page)  # a failed check must not leave the run taking the CPU from the next tests
     wait_for_status(page, "Stopped")
@@ -293,6 +296,46 @@ def test_galleries_show_whole_pixelated_images_with_captions_under_them(page, se
     preview = page.evaluate("""() => { const i = document.querySelector('#relation-preview img');
         const r = i.getBoundingClientRect(); return [r.height, getComputedStyle(i).imageRendering]; }""")
     assert preview[0] >= 200 and preview[1] == "pixelated"
+
+
+def test_a_typed_step_count_out_of_range_is_refused_not_clamped(page, served_app):
+    box = page.locator("#train-steps input[type=number]")
+    box.fill("-5")
+    name_box(page).fill("minus_five")
+    page.locator("#train-start").click()
+    page.wait_for_selector("[data-testid=toast-text]")
+    assert toasts(page) == ["Steps must be a whole number from 1 to 3000, not -5."]  # as the API refuses it
+    page.wait_for_timeout(1000)
+    assert status(page) == "Idle." and not (served_app[1] / "minus_five").exists()  # no run, and no red mark
+
+
+def test_a_refused_action_leaves_no_error_mark_on_its_outputs(page, served_app, tmp_path):
+    start_training(page, "above", 2)  # the name is taken and 'Overwrite' is not ticked
+    page.wait_for_selector("[data-testid=toast-text]")
+    assert any("'above'" in toast for toast in toasts(page))
+    page.wait_for_timeout(1000)
+    assert status(page) == "Idle."  # not a red "Error" above it
+    page.get_by_role("tab", name="Generate").click()
+    page.locator("#import-box").get_by_text("Import or download a relation").click()
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a relation at all")
+    page.locator("#import-files input[type=file]").set_input_files(str(junk))
+    page.wait_for_timeout(1000)
+    page.locator("#import-button").click()
+    page.wait_for_function("() => Array.from(document.querySelectorAll('[data-testid=toast-text]'))"
+                           ".some(t => t.innerText.startsWith('junk.bin'))")
+    page.wait_for_timeout(1000)
+    dropdown = page.locator("#relation-dropdown")
+    assert "Error" not in dropdown.inner_text()  # the relation list, an output of the refused import, is as it was
+    dropdown.locator("input").click(timeout=5_000)  # and takes clicks again
+    page.wait_for_selector("[role=option]")
+
+
+def test_after_a_run_the_name_field_proposes_a_free_name(page, served_app):
+    start_training(page, "named_once", 2)
+    wait_for_status(page, "Finished")
+    assert "relation named_once is saved" in status(page)
+    playwright_api.expect(name_box(page)).to_have_value("named_once_2")  # Start again without an "already exists"
 
 
 def test_an_error_toast_shows_the_placeholder_as_text(page, served_app):

@@ -87,5 +87,5 @@ def test_an_automatic1111_embedding_imports_and_generates(studio, tmp_path):
     torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.randn(1, 32)}, "name": "a1111", "step": 10},
                tmp_path / "a1111.pt")
     assert studio.import_relation([tmp_path / "a1111.pt"]) == "a1111"
-    images, prompt = studio.generate(GenerationRequest(relation="a1111", entity_a="circle", entity_b="square", num_images=1, steps=2))
+    images, prompt, _ = studio.generate(GenerationRequest(relation="a1111", entity_a="circle", entity_b="square", num_images=1, steps=2))
     assert prompt == "circle <a1111> square" and len(images) == 1

@@ -131,7 +131,8 @@ def test_clip_card_gives_entity_scores_and_says_the_probe_is_missing(tmp_path, t
     card = score_relation(relation, generator, pairs=2, steps=2, scorer="clip", clip_model=tiny_clip_dir)
     assert -1.0 <= card.metrics["entity_score"] <= 1.0 and card.metrics["relation_score"] is None
     assert all(i.entity_score is not None for i in card.images + card.reference_images)
-    assert card.note == "No relation score: pass a relation probe (a LinearProbe .safetensors) to measure it."
+    assert card.note == ("No relation score: pass a relation probe (a LinearProbe .safetensors) with --relation-probe (in the "
+                         "app, or its variable REVERSION_RELATION_PROBE) to measure it.")
 
 
 def test_cli_score_prints_the_table_and_saves_the_card(tmp_path, tiny_model_dir, capsys):

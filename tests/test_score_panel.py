@@ -36,7 +36,7 @@ CHANCE = f"{1 / len(RELATION_NAMES):.2f}"
 ROOT = Path(__file__).resolve().parent.parent
 BASE_MODEL = os.environ.get("REVERSION_BROWSER_BASE_MODEL")  # default: the world-sized tiny model
 SCORED = os.environ.get("REVERSION_BROWSER_GENERATE_WITH", "mine")  # the relation the Generate-tab test scores
-SCORE_PAIRS = int(os.environ.get("REVERSION_BROWSER_SCORE_PAIRS", "3"))
+SCORE_PAIRS = int(os.environ.get("REVERSION_BROWSER_SCORE_PAIRS", "8"))  # 8 columns: the grid fills its column
 
 
 class WorldPainter(PlainPainter):
@@ -123,6 +123,44 @@ def test_a_card_naming_a_missing_grid_shows_the_table_without_it(tmp_path):
     (tmp_path / "relations" / "above" / GRID_FILE).unlink()
     view = saved_card_view(load_relation("above", tmp_path / "relations"))
     assert view.grid is None and view.table[0][1] == "1.00" and "Frames" not in view.text
+
+
+# ----------------------------------------------------------------------------------------------- shipped relations
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_scoring_a_shipped_relation_keeps_its_files_and_the_card_with_the_users_data(world_model_dir, tmp_path):
+    from server.card_view import shelf_card_view
+    from server.studio import Studio
+
+    relations = tmp_path / "relations"  # laid out as the repository's relations/, on a temporary copy
+    save_world_relation(world_model_dir, relations, "ours")
+    (relations / "shipped.txt").write_text("# what the app ships\nours\n")
+    before = files_of(relations)
+    studio = Studio(world_model_dir, relations, temp_dir=tmp_path / "tmp", device="cpu")
+    view = studio.score_relation("ours", 2)
+    assert view.text.count("This is a shipped relation, so the card is kept with your data "
+                           "(`runs/ours/report-card/card.json`), not in its files.") == 1
+    assert files_of(relations) == before  # git status stays clean
+    again = shelf_card_view(studio.shared, "ours")  # shown whenever the relation is picked
+    assert again.text.startswith("Report card of **ours** on 2 held-out entity pairs") and again.table == view.table
+    assert again.grid.size == view.grid.size
+    card = json.loads((relations / "ours" / "card.json").read_text())
+    (relations / "ours" / "card.json").write_text(json.dumps({**card, "created_at": "2030-01-01T00:00:00+00:00"}))
+    assert shelf_card_view(studio.shared, "ours").text == NO_CARD  # a card of the relation before it was updated is not its
+
+
+def test_the_app_never_writes_over_a_shipped_relation(tmp_path):
+    from server.shelves import SharedShelf
+
+    save_relation(RelationPrompt("ours", "<R>", torch.zeros(32), {}), tmp_path / "relations")
+    (tmp_path / "relations" / "shipped.txt").write_text("ours\n")
+    shelf = SharedShelf(tmp_path / "relations", tmp_path / "runs")
+    with pytest.raises(ReVersionError) as info:
+        shelf.check_new("ours", overwrite=True)
+    assert str(info.value) == "'ours' is one of the shipped relations, which the app never changes; choose another name."
+    assert shelf.free_name("ours") == "ours_2" and "ours" not in shelf.own_names()
 
 
 # ----------------------------------------------------------------------------------------------- the GPU runner
@@ -253,8 +291,9 @@ def test_the_panel_refuses_an_unknown_relation_in_one_sentence(panel_app):
         Client(panel_app[0], verbose=False).predict("nothing", 2, api_name="/score_relation")
 
 
-@pytest.mark.parametrize("pairs, message", [(0, "Value 0 is less than minimum value 1."),
-                                            (201, "Value 201 is greater than maximum value 200.")])
+@pytest.mark.parametrize("pairs, message", [(0, "Entity pairs must be a whole number from 1 to 200, not 0."),
+                                            (201, "Entity pairs must be a whole number from 1 to 200, not 201."),
+                                            (2.5, "Entity pairs must be a whole number from 1 to 200, not 2.5.")])
 def test_the_panel_refuses_pair_counts_out_of_range(panel_app, pairs, message):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
@@ -289,6 +328,8 @@ def serve_app(model_dir: Path, base: Path, *flags: str):
     temp_dir.mkdir()
     if not relations_dir.exists():
         save_world_relation(model_dir, relations_dir, "mine")
+        save_world_relation(model_dir, relations_dir, "ours")  # listed as shipped, as relations/ lists its own
+        (relations_dir / "shipped.txt").write_text("ours\n")
     port = free_port()
     process = launch_app(model_dir, relations_dir, temp_dir, port, *flags)
     url = f"http://127.0.0.1:{port}/"
@@ -314,6 +355,22 @@ def test_the_app_scores_a_relation_and_saves_its_card(world_app):
     assert len(saved["pairs"]) == 2 and f"{saved['metrics']['relation_accuracy']:.2f}" == table["data"][0][1]
     with Image.open(grid) as image:
         assert image.size == (2 * 104, 104)
+
+
+def test_the_app_scores_a_shipped_relation_without_changing_its_files(world_app):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    url, relations_dir = world_app
+    if not (relations_dir / "ours").is_dir():
+        pytest.skip("the app runs the shipped relations of another base model")
+    before = files_of(relations_dir / "ours")
+    client = Client(url, verbose=False)
+    text, table, _ = client.predict("ours", 2, api_name="/score_relation")
+    assert "This is a shipped relation, so the card is kept with your data (`runs/ours/report-card/card.json`)" in text
+    with pytest.raises(AppError, match="'ours' is one of the shipped relations, which the app never changes; choose another name."):
+        client.predict(set_name="above", name="ours", overwrite=True, api_name="/prepare_training")
+    assert files_of(relations_dir / "ours") == before and len(table["data"]) == 3
 
 
 def test_the_public_app_scores_a_shipped_relation_without_saving(public_app):
@@ -344,6 +401,16 @@ def grid_width(page, prefix: str) -> int:
     return page.locator(f"#{prefix}-grid img").evaluate("img => img.naturalWidth")
 
 
+def toolbar_overlaps(page, prefix: str) -> list[str]:
+    """The grid's toolbar buttons drawn over its image (their labels)."""
+    return page.evaluate("""p => { const grid = document.querySelector('#' + p + '-grid');
+        const i = grid.querySelector('img').getBoundingClientRect();
+        return Array.from(grid.querySelectorAll('.icon-button-wrapper button')).filter(b => {
+            const r = b.getBoundingClientRect();
+            return r.width > 0 && r.left < i.right && r.right > i.left && r.top < i.bottom && r.bottom > i.top;
+        }).map(b => b.getAttribute('aria-label') || b.title); }""", prefix)
+
+
 @needs_chromium
 def test_browser_generate_tab_scores_and_shows_the_saved_card_after_a_reload(page, world_app):
     from playwright.sync_api import expect
@@ -360,6 +427,7 @@ def test_browser_generate_tab_scores_and_shows_the_saved_card_after_a_reload(pag
     expect(page.locator("#gen-score-table")).to_contain_text("relation right")
     expect(page.locator("#gen-score-grid img")).to_be_visible()
     assert grid_width(page, "gen-score") == columns * 104
+    assert toolbar_overlaps(page, "gen-score") == []  # its buttons sit above the images, not on one
     page.screenshot(path=str(screenshot_dir() / "report-card.png"), full_page=True)
 
     page.reload()

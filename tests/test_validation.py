@@ -238,7 +238,8 @@ def test_without_clip_on_disk_validation_is_off_and_says_so_in_one_sentence(exem
                     relations_dir=tmp_path / "relations", device="cpu", clip_model=str(tmp_path / "no-clip"))
     assert not run.validation.enabled
     assert run.validation.note == (f"Validation is off: the CLIP model {str(tmp_path / 'no-clip')!r} that would score its images is not on "
-                                   "disk; download it where there is network access and pass its folder with --clip-model.")
+                                   "disk; download it where there is network access and pass its folder with --clip-model (in the "
+                                   "app, or its variable REVERSION_CLIP_MODEL).")
     events = list(run)
     assert not [e for e in events if isinstance(e, ValidationEvent)]
     assert events[-1].relation.card["validation"]["note"] == run.validation.note

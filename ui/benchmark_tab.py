@@ -10,7 +10,7 @@ from server import studio as st
 from server.benchmark_view import benchmark_view
 from server.forms import MODES, SOURCES
 
-from .wiring import PRIVATE, Page, handler, relation_choices
+from .wiring import PRIVATE, Page, clear_error_marks, handler, relation_choices
 
 def build_benchmark_tab(studio: st.Studio, page: Page) -> None:
     benchmark_sets = list_benchmark_sets(studio.benchmark_dir)
@@ -56,7 +56,8 @@ def build_benchmark_tab(studio: st.Studio, page: Page) -> None:
 
     shown = [gallery, captions, description, templates]
     bench_set.change(browse, bench_set, shown, api_name="benchmark_set")
-    to_train_btn.click(train_on_set, [bench_set, page.owner], [page.tabs, page.source, page.train_set, page.name], **PRIVATE)
-    to_generate_btn.click(generate_with_set, [bench_set, page.relation, page.owner],
-                          [page.tabs, page.relation, page.mode, page.entity_a, page.entity_b], **PRIVATE)
+    carried = [page.tabs, page.source, page.train_set, page.name]
+    clear_error_marks(to_train_btn.click(train_on_set, [bench_set, page.owner], carried, **PRIVATE), carried)
+    carried = [page.tabs, page.relation, page.mode, page.entity_a, page.entity_b]
+    clear_error_marks(to_generate_btn.click(generate_with_set, [bench_set, page.relation, page.owner], carried, **PRIVATE), carried)
     page.on_load.append(lambda loaded: loaded.then(browse, bench_set, shown, **PRIVATE))

@@ -11,10 +11,11 @@ from reversion_core.errors import ReVersionError
 from reversion_core.settings import MAX_SEED
 from server import studio as st
 from server.benchmark_view import benchmark_view
-from server.forms import MODES, GenerationRequest
+from server.forms import MAX_TEXT, MODES, GenerationRequest
 
 from .score_panel import build_score_panel
-from .wiring import PRIVATE, Page, for_page, handler, int_slider, relation_choices, unusable_text
+from .wiring import (PRIVATE, CheckedNumber, CheckedSlider, Page, clear_error_marks, for_page, handler, int_slider,
+                     relation_choices, unusable_text)
 
 STYLE_EXAMPLES = ("", "on a dotted background", "on a striped background")
 
@@ -31,10 +32,12 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
         return studio.relation_card(name, shelf) if name else ("No relation chosen.", None)
 
     @handler(studio, GenerationRequest)
-    def generate(form, shelf):
+    def generate(form, shelf, request):
         """Images of entity A <R> entity B (mode 'Entities') or of a free prompt with <R> (mode 'Free prompt')."""
-        images, text = studio.generate(form, shelf)
-        return images, f"Prompt: `{text}`"
+        images, text, notes = studio.generate(form, shelf)
+        for note in notes:  # such as a prompt cut to the text encoder's length
+            gr.Warning(for_page(note, request))
+        return images, "\n\n".join([f"Prompt: `{text}`", *notes])
 
     @handler(studio)
     def import_relation(files, name=None, overwrite=None, shelf=None, request=None):
@@ -69,18 +72,21 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
                 page.unusable = gr.Markdown(elem_id="unusable-relations")
                 page.mode = mode = gr.Radio(list(MODES), value=defaults.mode, label="Prompt")
                 with gr.Row():
-                    page.entity_a = entity_a = gr.Textbox(label="Entity A", placeholder="red circle", max_lines=1, elem_id="entity-a")
-                    page.entity_b = entity_b = gr.Textbox(label="Entity B", placeholder="blue square", max_lines=1, elem_id="entity-b")
+                    page.entity_a = entity_a = gr.Textbox(label="Entity A", placeholder="red circle", max_lines=1, elem_id="entity-a",
+                                                          max_length=MAX_TEXT)
+                    page.entity_b = entity_b = gr.Textbox(label="Entity B", placeholder="blue square", max_lines=1, elem_id="entity-b",
+                                                          max_length=MAX_TEXT)
                 prompt = gr.Textbox(label="Free prompt with <R>", placeholder="a yellow triangle <R> a green square",
-                                    max_lines=2, visible=False, elem_id="free-prompt")
-                suffix = gr.Textbox(label="Style / background (optional)", placeholder="on a striped background", max_lines=1)
-                negative = gr.Textbox(label="Negative prompt (optional)", max_lines=1)
+                                    max_lines=2, visible=False, elem_id="free-prompt", max_length=MAX_TEXT)
+                suffix = gr.Textbox(label="Style / background (optional)", placeholder="on a striped background", max_lines=1,
+                                    max_length=MAX_TEXT)
+                negative = gr.Textbox(label="Negative prompt (optional)", max_lines=1, max_length=MAX_TEXT)
                 with gr.Row():
                     num_images = int_slider(1, 8, defaults.num_images, "Images")
                     gen_steps = int_slider(1, 100, defaults.steps, "Steps")
                 with gr.Row():
-                    guidance = gr.Slider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="Guidance")
-                    gen_seed = gr.Number(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
+                    guidance = CheckedSlider(1.0, 15.0, value=defaults.guidance_scale, step=0.5, label="Guidance")
+                    gen_seed = CheckedNumber(value=defaults.seed, precision=0, label="Seed", minimum=0, maximum=MAX_SEED)
                 generate_btn = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 examples = entity_examples(studio.benchmark_dir)
                 if examples:
@@ -114,13 +120,15 @@ def build_generate_tab(studio: st.Studio, page: Page) -> None:
         trigger(refresh_relations, [relation, page.owner], [relation, page.unusable], **PRIVATE)
     mode.change(lambda m: (gr.Textbox(visible=m != MODES[1]), gr.Textbox(visible=m != MODES[1]),
                            gr.Textbox(visible=m == MODES[1])), mode, [entity_a, entity_b, prompt], queue=False, **PRIVATE)
-    generate_btn.click(generate, [fields[n] for n in generate.input_names] + [page.owner], [gallery, used_prompt],
-                       api_name="generate", concurrency_id="generate")
-    import_btn.click(import_relation, [import_files, import_name, import_overwrite, page.owner], [relation, import_files],
-                     api_name="import_relation")
-    download_btn.click(download_relation, [relation, page.owner], download_file, api_name="download_relation")
+    clear_error_marks(generate_btn.click(generate, [fields[n] for n in generate.input_names] + [page.owner], [gallery, used_prompt],
+                                         api_name="generate", concurrency_id="generate"), [gallery, used_prompt])
+    clear_error_marks(import_btn.click(import_relation, [import_files, import_name, import_overwrite, page.owner],
+                                       [relation, import_files], api_name="import_relation"), [relation, import_files])
+    clear_error_marks(download_btn.click(download_relation, [relation, page.owner], download_file, api_name="download_relation"),
+                      [download_file])
     if studio.public:
-        delete_btn.click(delete_relation, [relation, page.owner], [relation, page.unusable], api_name="delete_relation")
+        clear_error_marks(delete_btn.click(delete_relation, [relation, page.owner], [relation, page.unusable],
+                                           api_name="delete_relation"), [relation, page.unusable])
     page.on_load.append(lambda loaded: loaded.then(refresh_relations, [relation, page.owner], [relation, page.unusable], **PRIVATE))
 
 

@@ -15,7 +15,7 @@ from server.card_view import NO_CARD, TABLE_HEADERS, shelf_card_view
 from server.validation_view import record_view
 
 from .validation_panel import ValidationPanel, build_validation_panel
-from .wiring import PRIVATE, handler
+from .wiring import PRIVATE, CheckedNumber, clear_error_marks, handler
 
 
 @dataclass
@@ -73,18 +73,20 @@ def build_score_panel(
     with gr.Column(visible=not hidden_until_chosen, elem_id=f"{elem_prefix}-panel") as box:
         with gr.Row():
             button = gr.Button("Score this relation", elem_id=f"{elem_prefix}-button", scale=3)
-            pairs = gr.Number(value=DEFAULT_PAIRS, precision=0, minimum=1, maximum=MAX_PAIRS, label="Entity pairs",
-                              elem_id=f"{elem_prefix}-pairs", scale=1)
+            pairs = CheckedNumber(value=DEFAULT_PAIRS, precision=0, minimum=1, maximum=MAX_PAIRS, label="Entity pairs",
+                                  elem_id=f"{elem_prefix}-pairs", scale=1)
         text = gr.Markdown(elem_id=f"{elem_prefix}-text")
         table = gr.Dataframe(headers=TABLE_HEADERS, label="Report card", interactive=False, elem_id=f"{elem_prefix}-table",
                              column_widths=["55%", "15%", "15%", "15%"])
+        # no label badge (it would cover the top row); the toolbar sits above the images (app.CSS's .score-grid)
         grid = gr.Image(label="Scored images (frame: right or wrong)", show_label=False, format="png", interactive=False,
-                        elem_classes="pixelated", elem_id=f"{elem_prefix}-grid")  # a label badge would cover the top row
+                        elem_classes=["pixelated", "score-grid"], elem_id=f"{elem_prefix}-grid", buttons=["download", "fullscreen"])
         curve = build_validation_panel(f"{elem_prefix}-curve", "Quality on validation pairs during training", images=False,
                                        visible=False) if show_curve else None
     shown = [box, text, table, grid] + (curve.outputs if curve is not None else [])
-    button.click(score, [selector, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
-                 api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
+    scored = button.click(score, [selector, pairs, *visitor], [text, table, grid], api_name=api_name, show_progress_on=grid,
+                          api_visibility="public" if api_name else "private", concurrency_id="generate")  # one pipeline
+    clear_error_marks(scored, [text, table, grid])
     gr.on(None, show_saved, [selector, *visitor], shown, **PRIVATE)  # on load and on change
     if refresh_on:
         gr.on(list(refresh_on), show_saved, [selector, *visitor], shown, **PRIVATE)

@@ -19,7 +19,8 @@ from server.training_view import loss_frames
 
 from .score_panel import build_score_panel
 from .validation_panel import build_validation_panel, status_with_note
-from .wiring import PRIVATE, Page, as_markdown, for_page, handler, int_slider, relation_choices
+from .wiring import (PRIVATE, CheckedNumber, CheckedSlider, Page, as_markdown, clear_error_marks, for_page, handler, int_slider,
+                     relation_choices)
 
 CAPTIONS_PLACEHOLDER = "One line per image, in upload order; several captions of one image separated by |\n" \
                        "red circle <R> blue square | a red circle <R> a blue square\ngreen triangle <R> yellow square"
@@ -28,6 +29,10 @@ LOSS_COLOURS = {"total": "rgba(234,88,12,0.3)", "denoise": "rgba(37,99,235,0.3)"
                 "total (smoothed)": "#ea580c", "denoise (smoothed)": "#2563eb", "steering (smoothed)": "#16a34a"}
 MAX_CHECKED_STARTS = 64  # checked Start clicks kept for the run that follows each
 KEEP_LABELS = {"last": "the last step", "best": "the best validation step"}
+# what a reloaded page shows of the run it follows: the form's fields its request keeps (not where its exemplars came from)
+RESTORED = ("name", "overwrite", *TRAIN_BOUNDS, "steering", "importance_sampling", "validation_prompt", "keep")
+NEAREST_KEY = ("Each bar is the cosine similarity between `<R>` and the word's embedding, as a percentage "
+               "(100%: the same direction; 0%: unrelated).")
 
 
 def bounded_slider(name: str, value, label: str, **kwargs) -> gr.Slider:
@@ -36,8 +41,9 @@ def bounded_slider(name: str, value, label: str, **kwargs) -> gr.Slider:
 
 
 def bounded_number(name: str, value, label: str, **kwargs) -> gr.Number:
-    """A number box bounded by the setting's TRAIN_BOUNDS."""
-    return gr.Number(value=value, label=label, minimum=TRAIN_BOUNDS[name][1], maximum=TRAIN_BOUNDS[name][2], **kwargs)
+    """A number box bounded by the setting's TRAIN_BOUNDS (a box, not a slider, where a typed value out of range must
+    be refused: a slider's box sets it to the nearest bound without a word)."""
+    return CheckedNumber(value=value, label=label, minimum=TRAIN_BOUNDS[name][1], maximum=TRAIN_BOUNDS[name][2], **kwargs)
 
 
 def build_train_tab(studio: st.Studio, page: Page) -> None:
@@ -47,6 +53,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
     defaults = TrainForm()
     lim = studio.workspaces.limits if studio.workspaces is not None else None
     steps_info = f"at most {lim.train_steps} a run here" if lim is not None else None
+    default_steps = min(defaults.max_train_steps, lim.train_steps) if lim is not None else defaults.max_train_steps
     built_name = studio.shared.free_name(first_set) if first_set and not studio.public else (first_set or "")
 
     # 2. The handlers, each one call into the studio.
@@ -80,7 +87,6 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
             checked.move_to_end(owner)
             while len(checked) > MAX_CHECKED_STARTS:
                 checked.popitem(last=False)
-        studio.slot.forget(owner)
         return studio.slot.waiting_message() if studio.slot.busy() else f"Starting **{request.name}**: loading the base model..."
 
     @handler(studio, TrainForm)
@@ -112,6 +118,22 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         message = studio.slot.stop(owner)
         gr.Info(for_page(message, request))
         return as_markdown(message)
+
+    @handler(studio)
+    def propose_next_name(current, overwrite_ticked, shelf):
+        """After a run: a free name again when the one in the box is taken now (unless 'Overwrite' is ticked)."""
+        try:
+            free = shelf.free_name(current) if current and not overwrite_ticked else current
+        except ReVersionError:
+            return gr.skip()
+        return free if free != current else gr.skip()
+
+    @handler(studio)
+    def restore_settings(owner):
+        """On page load: the settings of the run this page follows (a reload must not show the defaults instead)."""
+        form = studio.followed_form(owner)
+        skipped = (gr.skip(),) * len(RESTORED)
+        return tuple(getattr(form, n) for n in RESTORED) if form is not None else skipped
 
     @handler(studio)
     def continue_choices(current, shelf):
@@ -155,7 +177,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 overwrite = gr.Checkbox(label="Overwrite an existing relation of the same name" if not studio.public else
                                         "Overwrite one of your relations of the same name", value=False, elem_id="overwrite")
                 with gr.Row():
-                    steps = bounded_slider("max_train_steps", defaults.max_train_steps, "Steps", elem_id="train-steps", info=steps_info)
+                    steps = bounded_number("max_train_steps", default_steps, "Steps", precision=0, elem_id="train-steps", info=steps_info)
                     seed = bounded_number("seed", defaults.seed, "Seed", precision=0)
                 with gr.Row():
                     lr = bounded_number("learning_rate", defaults.learning_rate, "Learning rate (x batch x accumulation)")
@@ -169,7 +191,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                         lambda_steer = bounded_number("lambda_steer", defaults.lambda_steer, "Steering weight (lambda)")
                     with gr.Row():
                         importance = gr.Checkbox(value=defaults.importance_sampling, label="Relation-focal importance sampling")
-                        alpha = gr.Slider(*TRAIN_BOUNDS["alpha"][1:], value=defaults.alpha, step=0.05, label="Sampling alpha")
+                        alpha = CheckedSlider(*TRAIN_BOUNDS["alpha"][1:], value=defaults.alpha, step=0.05, label="Sampling alpha")
                     with gr.Row():
                         positives = bounded_slider("num_positives", defaults.num_positives, "Positives per step")
                         temperature = bounded_number("temperature", defaults.temperature, "Temperature")
@@ -193,7 +215,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                         page.continue_name = continue_name = gr.Dropdown(
                             studio.continuable() if not studio.public else [], label="Relation to continue",
                             elem_id="continue-name", scale=2, allow_custom_value=True)  # choices grow
-                        more_steps = bounded_slider("max_train_steps", 100, "More steps", elem_id="more-steps", scale=2)
+                        more_steps = bounded_number("max_train_steps", min(100, default_steps), "More steps", precision=0,
+                                                    elem_id="more-steps", scale=2)
                     continue_btn = gr.Button("Continue training", elem_id="continue-start")
             with gr.Column(scale=1):
                 train_status = gr.Markdown("Idle.", label="Status", elem_id="train-status")
@@ -207,6 +230,7 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 previews = gr.Gallery(label="Previews", columns=2, height="auto", elem_classes="pixelated", format="png",
                                       elem_id="train-previews", object_fit="contain")
                 nearest = gr.Label(label="Vocabulary words nearest to <R>", num_top_classes=NEAREST_K)
+                gr.Markdown(NEAREST_KEY, elem_id="nearest-key")
                 trained = gr.State(None)  # the relation this page's last run saved: the report card scores it
                 build_score_panel(studio, trained, page.owner, hidden_until_chosen=True, elem_prefix="train-score",
                                   show_curve=False)  # the run's own curve is above
@@ -227,19 +251,24 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                       [set_group, upload_group], queue=False, **PRIVATE)  # instant toggles
         train_set.change(choose_set, [train_set, page.owner], [set_gallery, validation, name], **PRIVATE)
         # the run lives on the server, so following it needs no worker of the queue
-        start_btn.click(prepare_training, train_inputs, train_status, api_name="prepare_training").success(
-            train, train_inputs, outputs, api_name="train", concurrency_limit=None)
-        continue_btn.click(continue_training, [continue_name, more_steps, page.owner], outputs, api_name="continue_training",
-                           concurrency_limit=None)
-        stop_btn.click(stop, page.owner, train_status, api_name="stop", concurrency_limit=None)  # never waits behind the run
+        clicked = start_btn.click(prepare_training, train_inputs, train_status, api_name="prepare_training")
+        started = clicked.success(train, train_inputs, outputs, api_name="train", concurrency_limit=None)
+        started.then(propose_next_name, [name, overwrite, page.owner], name, queue=False, **PRIVATE)
+        continued = continue_btn.click(continue_training, [continue_name, more_steps, page.owner], outputs,
+                                       api_name="continue_training", concurrency_limit=None)
+        stopped = stop_btn.click(stop, page.owner, train_status, api_name="stop", concurrency_limit=None)  # never waits behind the run
+        for event, shown in ((clicked, [train_status]), (started, outputs), (continued, outputs), (stopped, [train_status])):
+            clear_error_marks(event, shown)
         tab.select(continue_choices, [continue_name, page.owner], continue_name, **PRIVATE)
 
-        page.on_load += [  # after the page's token is known
-            lambda loaded: loaded.then(propose_name, [train_set, name, page.owner], name, queue=False, **PRIVATE),
-            lambda loaded: loaded.then(show_set, train_set, [set_gallery, validation], **PRIVATE),
+        page.on_load += [  # after the page's token is known; a followed run's own settings last, over the proposals
+            lambda loaded: loaded.then(propose_name, [train_set, name, page.owner], name, queue=False, **PRIVATE).then(
+                show_set, train_set, [set_gallery, validation], **PRIVATE).then(
+                restore_settings, page.owner, [fields[n] for n in RESTORED], queue=False, **PRIVATE),
             lambda loaded: loaded.then(continue_choices, [continue_name, page.owner], continue_name, **PRIVATE),
             # a reloaded page owns its training still and follows it again
-            lambda loaded: loaded.then(follow_training, page.owner, outputs, concurrency_limit=None, **PRIVATE),
+            lambda loaded: loaded.then(follow_training, page.owner, outputs, concurrency_limit=None, **PRIVATE).then(
+                propose_next_name, [name, overwrite, page.owner], name, queue=False, **PRIVATE),
         ]
 
     page.later.append(wire)

@@ -1,5 +1,6 @@
 """What the app's tabs share: handlers wrapped so their bodies are one call into the studio (named values in, one
-sentence out on error, the caller's shelf of relations), the components more than one tab uses, and small helpers.
+sentence out on error, the caller's shelf of relations), number widgets checked in one sentence, the clearing of a
+refused action's error marks, the components more than one tab uses, and small helpers.
 """
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import html
 import inspect
 import logging
 import re
+import types
+from abc import ABCMeta
 from dataclasses import dataclass
 
 import gradio as gr
 
-from reversion_core.errors import ReVersionError
+from reversion_core.errors import ReVersionError, quoted
 from server import studio as st
-from server.forms import API_NAMES
+from server.forms import API_NAMES, check_number
 
 PRIVATE = {"api_visibility": "private"}  # wiring of the page itself, not part of the app's API
 log = logging.getLogger("reversion_studio")
@@ -50,7 +53,8 @@ def handler(studio: st.Studio, form: type | None = None):
       ``server.forms.API_NAMES``), and it receives the form, built once from the click's values, as ``form``;
     - a handler that takes ``shelf`` or ``owner`` also takes the page's ``token`` (after its own values) and gets the
       caller's relations shelf and owner key, from the signed-in user, the page token or the API session;
-    - a ReVersionError becomes a one-sentence Gradio error; anything unexpected one sentence too (logged).
+    - a ReVersionError becomes a one-sentence Gradio error (one line in the log); anything unexpected one sentence too
+      (its traceback logged).
     """
     def wrap(fn):
         own = inspect.signature(fn).parameters
@@ -86,7 +90,8 @@ def handler(studio: st.Studio, form: type | None = None):
             return values, request
 
         def convert(exc: Exception, request) -> gr.Error:
-            if isinstance(exc, ReVersionError):
+            if isinstance(exc, ReVersionError):  # a person's mistake or a limit: one line in the log, no traceback
+                log.info("refused %s: %s", fn.__name__, exc)
                 return gr.Error(for_page(str(exc), request), print_exception=False)
             log.exception("unexpected error in %s", fn.__name__)
             return gr.Error(f"Something went wrong ({type(exc).__name__}); the app keeps serving, please try again.",
@@ -122,8 +127,83 @@ def handler(studio: st.Studio, form: type | None = None):
     return wrap
 
 
-def int_slider(low: int, high: int, value: int, label: str, **kwargs) -> gr.Slider:
-    return gr.Slider(low, high, value=value, step=1, precision=0, label=label, **kwargs)
+class _NoStub(type(gr.Number)):
+    """Gradio's component metaclass without the .pyi stub it writes beside the module of every component subclass
+    (to type its events; the subclasses below add none, and a fresh clone must stay clean)."""
+
+    def __new__(mcs, name, bases, attrs):
+        return ABCMeta.__new__(mcs, name, bases, attrs)
+
+
+def _checked(widget, payload):
+    """A number widget's value checked in one sentence that names the widget (its label, less any "(...)"), as the
+    API's checks word it: a value that is no number ("abc"), out of range, or not whole where a whole number is meant
+    (2.5 steps). Gradio's own check rounds 2.5 to 2, answers "abc" with a generic error and logs a traceback."""
+    if payload is None:
+        return None
+    name = re.sub(r"\s*\(.*\)$", "", widget.label or "") or "The value"
+    try:
+        return check_number(name, payload, widget.minimum, widget.maximum, integer=widget.precision == 0)
+    except ReVersionError as exc:
+        log.info("refused %s: %s", name, exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+class CheckedNumber(gr.Number, metaclass=_NoStub):
+    """A number box checked by :func:`_checked` (a class, not a patched instance: gradio rebuilds a widget from its
+    class when an event updates it)."""
+
+    is_template = True  # drawn by gradio's own number box
+
+    def preprocess(self, payload):
+        return _checked(self, payload)
+
+
+class CheckedSlider(gr.Slider, metaclass=_NoStub):
+    """A slider checked by :func:`_checked`."""
+
+    is_template = True
+
+    def preprocess(self, payload):
+        return _checked(self, payload)
+
+
+def int_slider(low: int, high: int, value: int, label: str, **kwargs) -> CheckedSlider:
+    return CheckedSlider(low, high, value=value, step=1, precision=0, label=label, **kwargs)
+
+
+def quiet_refusals(blocks: gr.Blocks) -> None:
+    """Make gradio's own checks of the inputs (a choice not in the list, a value of the wrong type) refuse as the app's
+    do: one sentence for the caller and one line in the log, where gradio logs a traceback (and answers a value of
+    the wrong type with a generic error). Call it once the page is built. (A widget that an event rebuilds for one
+    session, such as a dropdown given new choices, is then checked by gradio alone: none of those refuses values.)"""
+    for block in blocks.blocks.values():
+        if isinstance(block, gr.components.Component) and not isinstance(block, (gr.State, gr.BrowserState, CheckedNumber,
+                                                                                   CheckedSlider)):
+            block.preprocess = types.MethodType(_preprocess_quietly, block)
+
+
+def _preprocess_quietly(block, payload):
+    try:
+        return type(block).preprocess(block, payload)
+    except gr.Error as exc:
+        if not exc.print_exception:  # already one of the app's sentences, logged
+            raise
+        message = exc.message
+        choices = [c[1] if isinstance(c, tuple) else c for c in getattr(block, "choices", None) or []]
+        if choices:  # gradio's sentence repeats the value whole, however long
+            message = f"{block.label or 'The choice'} must be one of {', '.join(map(repr, choices))}, not {quoted(payload)}."
+    except (TypeError, ValueError, AttributeError):
+        message = f"{getattr(block, 'label', None) or 'An input'} cannot be {quoted(payload)}."
+    log.info("refused %s: %s", getattr(block, "label", None) or type(block).__name__, message)
+    raise gr.Error(message, print_exception=False) from None
+
+
+def clear_error_marks(event, outputs: list) -> None:
+    """After a refused ``event`` (its toast says why), clear the red "Error" mark gradio leaves on each of its outputs:
+    left alone it covers the output's value and keeps it from taking clicks until the output's next update."""
+    skips = gr.skip() if len(outputs) == 1 else tuple(gr.skip() for _ in outputs)
+    event.failure(lambda: skips, None, outputs, show_progress="hidden", queue=False, **PRIVATE)
 
 
 @dataclass
