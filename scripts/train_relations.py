@@ -12,7 +12,9 @@ is chosen per relation by that held-out check. The named relations stop early on
 nothing (``--stop-when-flat 3``: they flatten within a few hundred steps); the three held out of the base model's
 captions run every step, since their curves rise late (hugs: 0.03 at step 200, 0.34 at step 700). Then its report card is made on --score-pairs entity pairs the
 exemplars do not show, beside the relation's own phrase on the same pairs and seeds (``card.json`` and
-``report_card.png``). Each relation is one ``python -m reversion_core train`` command, printed before it runs.
+``report_card.png``). Each relation is learned from seed 0 except hanging_from, from seed 1: from seed 0 its <R>
+picked up the exemplars' entity colours and its validation curve never rose (0.17 against the phrase's 1.00, also
+without steering and at learning rates 5e-5 and 1e-4), from seed 1 it reached 0.84 by step 300. Each relation is one ``python -m reversion_core train`` command, printed before it runs.
 """
 from __future__ import annotations
 
@@ -29,12 +31,15 @@ from reversion_core.world import RELATION_NAMES  # noqa: E402
 from reversion_core.world.language import HELD_OUT_RELATIONS  # noqa: E402
 
 
+SEEDS = {"hanging_from": 1}  # the seed of each relation that does not learn from seed 0 (see the docstring)
+
+
 def command(relation: str, args: argparse.Namespace) -> list[str]:
     """The train command that learns and scores one shipped relation."""
     return [
         "train", str(Path(args.benchmark) / relation), "--name", relation, "--relations-dir", args.out, "--overwrite",
         "--checkpoint-dir", str(Path("runs") / "relations" / relation), "--steps", str(args.steps),
-        "--seed", str(args.seed), "--validate-every", "100", "--validation-pairs", "32", "--keep", "best",
+        "--seed", str(SEEDS.get(relation, 0) if args.seed is None else args.seed), "--validate-every", "100", "--validation-pairs", "32", "--keep", "best",
         "--stop-when-flat", "0" if relation in HELD_OUT_RELATIONS else str(args.stop_when_flat),
         "--preview-every", str(args.steps), "--score", "--score-pairs", str(args.score_pairs),
         *(["--base-model", args.base_model] if args.base_model else []),
@@ -50,7 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--stop-when-flat", type=int, default=3, help="named relations: validations without a gain before stopping")
     p.add_argument("--score-pairs", type=int, default=64, help="entity pairs of each report card (default 64)")
     p.add_argument("--relation", nargs="*", default=list(RELATION_NAMES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="one seed for every relation (default: 0, hanging_from 1)")
     args = p.parse_args(argv)
     for relation in args.relation:
         argv = command(relation, args)

@@ -410,7 +410,8 @@ def test_without_clip_on_disk_the_train_status_says_validation_is_off_in_one_sen
     status = job.result(timeout=RESULT_TIMEOUT)[0]  # the tiny model is no world model: its images need CLIP
     assert status.startswith("Finished at step 1")
     assert status.endswith(f"\n\nValidation is off: the CLIP model {DEFAULT_CLIP_MODEL!r} that would score its images is not "
-                           "on disk; download it where there is network access and pass its folder with --clip-model.")
+                           "on disk; download it where there is network access and pass its folder with --clip-model (in the app, or "
+                           "its variable REVERSION_CLIP_MODEL).")
 
 
 def test_lists_the_benchmark_sets_and_trains_on_one_by_keyword(client, app):

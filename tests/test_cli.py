@@ -1,4 +1,5 @@
 """``python -m reversion_core``: train -> generate -> inspect, and one-line errors."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 from reversion_core.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 
 
 def test_subcommands_come_from_the_table(capsys):
@@ -86,3 +88,16 @@ def test_an_automatic1111_embedding_is_inspected(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "style.pt"), "--no-neighbours"]) == 0
     out = capsys.readouterr().out
     assert "token       <style>" in out and "vector      size 32" in out
+
+
+def test_a_relation_learned_on_base_model_v1_is_refused_by_the_shipped_model_in_one_sentence(tmp_path, capsys):
+    """tests/data/relation-v1/above is the `above` that shipped with base model v1; the embedded model is v2 now."""
+    from reversion_core.runtime import DEFAULT_BASE_MODEL
+
+    card = json.loads((DATA / "relation-v1" / "above" / "card.json").read_text())
+    assert main(["generate", "--relation", "above", "--relations-dir", str(DATA / "relation-v1"), "--entities", "circle",
+                 "square", "--steps", "2", "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Relation 'above' was learned on base model {card['base_model']}, not on the loaded base-model#")
+    assert err.endswith("so learn it again on this one.\n") and err.count("\n") == 1
+    assert not list(tmp_path.rglob("*.png")) and (DEFAULT_BASE_MODEL / "model_index.json").is_file()
