@@ -2,7 +2,9 @@
 
 UI only: constants, flags, and the page put together from ``ui/`` (one builder per tab, handlers that each call one
 method of ``server.studio.Studio``; the server side is ``server/``, the engine ``reversion_core/``).
-``python app.py --help`` lists the flags; each has an environment variable too.
+``python app.py --help`` lists the flags; each has an environment variable too. On the CPU, torch's threads follow
+``reversion_core.cpu_threads`` for up to two operations at once (a training beside a generation; REVERSION_THREADS
+chooses otherwise), logged at start.
 Where it runs decides what it runs (``server.hosting`` on the engine's rule, ``reversion_core.runtime``): SD 1.5 on
 ZeroGPU or a CUDA GPU, the embedded model on the CPU; on Hugging Face Spaces it is public: each visitor trains into a
 workspace of their own.
@@ -43,6 +45,7 @@ import_spaces_first()
 import gradio as gr  # noqa: E402
 
 from reversion_core import benchmarks  # noqa: E402
+from reversion_core.cpu_threads import APP_OPERATIONS, chosen_threads, use_threads  # noqa: E402
 from reversion_core.settings import ATTENTION_CHOICES  # noqa: E402
 from server import studio as st  # noqa: E402
 from server.workspaces import Limits, Workspaces  # noqa: E402
@@ -236,10 +239,13 @@ def main(argv: list[str] | None = None) -> None:
     temp_dir = make_temp_dir(os.environ.get("REVERSION_TEMP_DIR"))
     os.environ.setdefault("GRADIO_TEMP_DIR", str(temp_dir / "gradio"))  # uploads and outputs stay in the app's temp dir
     try:
+        chosen_threads()  # a bad REVERSION_THREADS is refused before anything starts
         studio = make_studio(args, temp_dir)
+        threads = use_threads(APP_OPERATIONS, studio.runtime.device)  # before the model loads
     except ReVersionError as exc:
         raise SystemExit(str(exc)) from None
     log.info("running %s%s", studio.runtime.description, " in public mode" if studio.public else "")
+    log.info("%s", threads.reason)
     fetch_tagger()
     demo = build_demo(studio)
     demo.queue(default_concurrency_limit=1)

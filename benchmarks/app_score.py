@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
 
-    result: dict = {"threads": os.environ.get("OMP_NUM_THREADS", "unset (torch: one per core)"), "rounds": []}
+    threads = os.environ.get("REVERSION_THREADS") or os.environ.get("OMP_NUM_THREADS") or "the app's rule (cpu_threads)"
+    result: dict = {"threads": threads, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp:
         relations = Path(tmp) / "relations"
         shutil.copytree(Path(args.relations_dir) / args.relation, relations / args.relation)

@@ -132,9 +132,13 @@ def process_peak_mib(device: str) -> float:
 
 # ----------------------------------------------------------------------------------------------- child processes
 def child_main(measure: Callable[[dict], dict]) -> None:
-    """Entry point of a child: read the spec from argv, measure, print one result line."""
+    """Entry point of a child: read the spec from argv, set torch's threads as the CLI does (so the figures are the
+    ones a user gets; REVERSION_THREADS or OMP_NUM_THREADS choose others), measure, print one result line."""
+    from reversion_core.cpu_threads import CLI_OPERATIONS, use_threads
+
     spec = json.loads(sys.argv[sys.argv.index("--child") + 1])
     quiet_libraries(hide_warnings=True, offline=True)
+    use_threads(CLI_OPERATIONS, spec.get("device", "cpu"))
     print(RESULT_PREFIX + json.dumps(guarded(measure, spec)), flush=True)
 
 

@@ -3,7 +3,8 @@
 Subcommands come from the table ``COMMANDS``: each entry names a module (or ``module:object``) that provides
 ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding a subcommand is one line there. Heavy
 imports happen inside ``run`` so ``--help`` is instant. Errors a person can meet print one sentence to stderr
-and exit with status 2.
+and exit with status 2. Before a command runs, torch's CPU threads are set by the rule of ``cpu_threads`` (one
+operation at a time; ``REVERSION_THREADS`` or ``OMP_NUM_THREADS`` choose otherwise).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from .cpu_threads import CLI_OPERATIONS, use_threads
 from .errors import ReVersionError
 from .quiet import quiet_libraries
 from .settings import (
@@ -357,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         quiet_libraries(hide_warnings=True)
+        use_threads(CLI_OPERATIONS, getattr(args, "device", "cpu"))  # a command without --device runs on the CPU
         return int(args._run(args) or 0)
     except ReVersionError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from PIL import Image
 from reversion_core.testing import build_tiny_model
 
 torch.set_num_threads(1)  # the machine is shared; tiny models gain nothing from more threads
+os.environ.setdefault("REVERSION_THREADS", "1")  # the same for the CLI run in-process (it sets torch's threads)
 
 
 # Whole modules in the slow and browser tiers (see pyproject.toml's markers; `-m "not slow and not browser"` is

@@ -1,5 +1,5 @@
-"""The performance benchmark's structure (never its timings): it runs, reports every figure, and its SD 1.5 stand-in
-has SD 1.5's shapes."""
+"""The performance benchmarks' structure (never their timings): they run, report every figure, and the SD 1.5
+stand-in has SD 1.5's shapes."""
 import json
 import os
 import subprocess
@@ -80,3 +80,27 @@ def test_validation_benchmark_reports_both_variants_and_the_overhead(tmp_path):
     assert results["on"]["validate_every"] == 1 and results["rounds"]["off"][0]["settings"]["validate_every"] == 0
     text = (tmp_path / "validation-cpu-tiny.md").read_text()
     assert "Machine: " in text and "| on |" in text and "Overhead of validation" in text
+
+
+def test_app_load_quick_run_measures_every_case_and_judges_every_target(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "app_load.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads((tmp_path / "app_load-rule-quick.json").read_text())
+    rule = results["modes"]["rule"]
+    assert rule["env"] == {}  # the app as a user starts it: no thread variable, the rule chooses
+    assert "torch thread" in rule["threads"] and "per operation" in rule["threads"]
+    assert set(rule["cases"]) == {"idle", "neighbour", "two_visitors"}
+    for figures in rule["cases"].values():
+        assert all(figures[k] > 0 for k in ("generate_1_s", "generate_4_s", "report_card_s", "train_steps_per_s"))
+        assert figures["train_end"].startswith("Stopped")
+    assert rule["cases"]["neighbour"]["neighbour_core"] is not None
+    judged = {(c["case"], c["figure"]) for c in rule["checks"]}
+    assert judged == {(case, figure) for case in ("neighbour", "two_visitors")
+                      for figure in ("generate_1_s", "generate_4_s", "report_card_s", "train_steps_per_s")}
+    assert all(isinstance(c["pass"], bool) and c["ratio"] > 0 for c in rule["checks"])
+    text = (tmp_path / "app_load-rule-quick.md").read_text()
+    assert "| **rule** | idle |" in text and "| two visitors |" in text and "Quick run" in text
+    assert text.count("PASS") + text.count("FAIL") == 8
