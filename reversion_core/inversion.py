@@ -1,20 +1,19 @@
 """Relation inversion: learn one token embedding <R> from a few exemplar images (ReVersion, sections 4.2-4.3).
 
-Read top to bottom: how a run is built (``Inversion.__init__`` names each step; the work done
-once is in :mod:`reversion_core.precompute`), ``Inversion.run`` (the loop), then how a run ends and is saved.
-Only the <R> row changes. The embedding table stays frozen; a separate parameter
-(:class:`~reversion_core.relation_vector.RelationVector`) is spliced into the token embeddings wherever <R> appears
-and written into the table when the run ends, so every other row and every weight of the UNet, VAE and text encoder
-stay bit-identical.
+Read top to bottom: how a run is built (``Inversion.__init__`` names each step; the work done once is in
+:mod:`reversion_core.precompute`), ``Inversion.run`` (the loop), then how a run ends and is saved. Only the <R> row
+changes. The embedding table stays frozen; a separate parameter (:class:`~reversion_core.relation_vector.RelationVector`)
+is spliced into the token embeddings wherever <R> appears and written into the table when the run ends, so every
+other row and every weight of the UNet, VAE and text encoder stay bit-identical.
 
 Three ways to build a run: ``Inversion(exemplars, ..., base_model=source)`` loads the base model (or takes over a
 loaded pipeline: its tokenizer and text encoder gain the placeholder); ``Inversion.from_components`` shares an
 already loaded UNet, VAE and scheduler and trains on copies of the tokenizer and text encoder, so one base model in
 memory serves generation and every training; ``Inversion.from_checkpoint`` continues a run.
 
-The official script's slower loop (VAE encode every step, fp32, AdamW over the whole embedding table with the other
-rows restored after each step), for benchmarks and the test that holds this loop to it, is a small subclass in
-:mod:`reversion_core.reference_loop`: it overrides the few methods marked "(the reference loop overrides this)".
+The official script's slower loop (VAE encode every step, fp32, AdamW over the whole table with the other rows
+restored after each step), for benchmarks and the test that holds this loop to it, is a small subclass in
+:mod:`reversion_core.reference_loop`, which overrides the methods marked "(the reference loop overrides this)".
 
 Over 400 lines: one class whose build steps, loop and end share the run's state, read in one sitting; the parts
 that need none of it live beside it (relation_vector, events, precompute, previews, run_files, validation).
@@ -32,9 +31,7 @@ from PIL import Image
 
 from .base_model import base_model_id, load_pipeline, set_attention, shared_pipeline
 from .errors import ReVersionError
-from .events import (  # noqa: F401  (the events are part of this module's interface)
-    CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent,
-)
+from .events import CheckpointEvent, Event, FailedEvent, FinishedEvent, PreviewEvent, StepEvent, StoppedEvent, ValidationEvent  # noqa: F401 (interface)
 from .exemplars import ExemplarSet, load_exemplars
 from .objectives import RelationFocalSampler, denoise_loss, denoise_target, steering_loss
 from .precompute import Precomputed, add_placeholder_token, precompute, with_token
@@ -105,6 +102,7 @@ class Inversion:
             self._restore(checkpoint)
         self.last_good = self.current_vector().detach().clone()
         self.last_preview: list[Image.Image] | None = None
+        self.preview_step: int | None = None  # the step whose <R> the last preview shows
 
     @classmethod
     def from_components(
@@ -373,7 +371,7 @@ class Inversion:
 
     def _preview(self, step: int) -> PreviewEvent:
         with self.accelerator.autocast():
-            self.last_preview = preview_images(self.preview_pipeline(), self.settings, self.resolution)
+            self.last_preview, self.preview_step = preview_images(self.preview_pipeline(), self.settings, self.resolution), step
         return PreviewEvent(step, preview_prompt(self.settings), self.last_preview)
 
     # ------------------------------------------------------------------------------------------- checkpoints
@@ -408,7 +406,7 @@ class Inversion:
             "exemplar_captions": self.exemplars.captions_by_image, "relation": self.exemplars.relation,
             "final_losses": self.last_losses, "pos_backend": self.pos_backend, "negative_words": self.negative_words,
             **({"positive_words": self.positive_words} if s.steering_positives != "prepositions" else {}),
-            "resolution": self.resolution, "elapsed_s": round(elapsed, 2),
+            "resolution": self.resolution, "elapsed_s": round(elapsed, 2), "preview_step": self.preview_step,
             **({"validation": record} if (record := self.validation.record()) else {}),
         }
         return RelationPrompt(self.name, s.placeholder_token, vector.detach().float().cpu().clone(), card, strip(self.last_preview))
@@ -416,7 +414,7 @@ class Inversion:
     def _finish(self, vector: torch.Tensor, steps: int, status: str, elapsed: float) -> tuple[RelationPrompt, Path | None, str]:
         """Write the kept <R> (the last one, or with ``keep="best"`` the best validated one) into the table (only its
         row changes), drop the hook and save the relation folder."""
-        vector, _ = self.validation.kept(steps, vector)
+        vector, kept_step = self.validation.kept(steps, vector)
         with torch.no_grad():
             weight = self.text_encoder.get_input_embeddings().weight
             weight[self.placeholder_id] = vector.to(weight.device, weight.dtype)
@@ -427,6 +425,8 @@ class Inversion:
         if self.shares_models and self.settings.gradient_checkpointing:  # hand the shared UNet back as it came
             self.unet.disable_gradient_checkpointing()
             self.unet.eval()
+        if self.settings.preview_every and status == "finished" and kept_step != self.preview_step and self.accelerator.is_main_process:
+            self._preview(kept_step)  # the saved preview shows the saved <R> (the table's row, now that the hook is gone)
         relation = self._relation(vector, steps, status, elapsed)
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:

@@ -40,7 +40,8 @@ def served_app(tiny_model_dir, tmp_path_factory):
     if BASE_MODEL:
         model_dir = Path(BASE_MODEL).resolve()
         if (ROOT / "relations").is_dir():
-            shutil.copytree(ROOT / "relations", relations_dir)
+            # The shipped relations as the user's own (no shipped.txt), as in the tiny-model run: the tests overwrite 'above'.
+            shutil.copytree(ROOT / "relations", relations_dir, ignore=shutil.ignore_patterns("shipped.txt"))
     else:
         model_dir = tiny_model_dir
         make_shipped_relation(tiny_model_dir, relations_dir)
@@ -122,6 +123,7 @@ def test_clicks_through_train_generate_and_benchmark(page, tmp_path):
     page.locator("#entity-b textarea, #entity-b input").first.fill("blue square")
     page.locator("#generate-button").click()
     expect(page.locator("#gen-gallery img").first).to_be_visible(timeout=120_000)
+    page.wait_for_function("[...document.querySelectorAll('#gen-gallery img')].every(i => i.complete && i.naturalWidth > 0)")
     page.screenshot(path=str(shots / "generate.png"), full_page=True)
 
     # Benchmark: the exemplar gallery and captions of a set.
@@ -129,7 +131,7 @@ def test_clicks_through_train_generate_and_benchmark(page, tmp_path):
     expect(page.locator("#bench-gallery img").first).to_be_visible()
     expect(page.get_by_text("Captions at every level")).to_be_visible()
     page.screenshot(path=str(shots / "benchmark.png"), full_page=True)
-    assert sorted(p.name for p in shots.glob("*.png")) == ["benchmark.png", "generate.png", "train.png"]
+    assert {"benchmark.png", "generate.png", "train.png"} <= {p.name for p in shots.glob("*.png")}  # docs/screenshots holds more
 
     # The Benchmark tab's buttons carry the set to the other tabs.
     page.locator("#to-generate").click()

@@ -159,6 +159,19 @@ def test_keep_best_saves_the_vector_of_the_step_with_the_highest_relation_score(
                              "(0.75; the last step, 4, scored 0.50).")
 
 
+def test_the_saved_preview_shows_the_kept_step(exemplar_dir, tmp_path, tiny_model_dir):
+    """With keep best the preview is drawn again for the kept <R>; a run that stops early without a preview at its
+    end gets one; with keep last the preview of the last step stays."""
+    _, events = train(exemplar_dir, tmp_path / "best", tiny_model_dir, values=(0.25, 0.75, 0.5, 0.5), keep="best", preview_every=3)
+    saved = load_relation(events[-1].path)
+    assert saved.card["validation"]["kept_step"] == 2 and saved.card["preview_step"] == 2 and (events[-1].path / "preview.png").is_file()
+    _, events = train(exemplar_dir, tmp_path / "last", tiny_model_dir, values=(0.25, 0.75, 0.5, 0.5), preview_every=3)
+    assert events[-1].relation.card["preview_step"] == 4
+    _, events = train(exemplar_dir, tmp_path / "flat", tiny_model_dir, values=(0.5, 0.5, 0.5, 0.5), max_train_steps=10,
+                      keep="best", stop_when_flat=2, preview_every=10)
+    assert events[-1].step == 3 and events[-1].relation.card["preview_step"] == 1 and events[-1].relation.preview is not None
+
+
 def test_keep_best_gives_a_tie_to_the_earlier_step(exemplar_dir, tmp_path, tiny_model_dir):
     run, events = train(exemplar_dir, tmp_path, tiny_model_dir, values=(0.5, 0.75, 0.75, 0.75), keep="best")
     assert events[-1].relation.card["validation"]["kept_step"] == 2
