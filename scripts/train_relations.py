@@ -12,7 +12,7 @@ is chosen per relation by that held-out check. The named relations stop early on
 nothing (``--stop-when-flat 3``: they flatten within a few hundred steps); the three held out of the base model's
 captions run every step, since their curves rise late (hugs: 0.03 at step 200, 0.34 at step 700). Then its report card is made on --score-pairs entity pairs the
 exemplars do not show, beside the relation's own phrase on the same pairs and seeds (``card.json`` and
-``report_card.png``). Each relation is learned from seed 0 except hanging_from, from seed 1: from seed 0 its <R>
+``report_card.png``; ``preview.png`` shows the kept step's <R>). Each relation is learned from seed 0 except hanging_from, from seed 1: from seed 0 its <R>
 picked up the exemplars' entity colours and its validation curve never rose (0.17 against the phrase's 1.00, also
 without steering and at learning rates 5e-5 and 1e-4), from seed 1 it reached 0.84 by step 300. Each relation is one ``python -m reversion_core train`` command, printed before it runs.
 """
