@@ -45,7 +45,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Iterator
 
-from app_startup import REPO, free_port, wait_served
+from app_startup import REPO, free_port, stop, wait_served
 from common import fmt, load_average, machine, machine_line, markdown_table
 
 CASES = ("idle", "neighbour", "two_visitors")
@@ -93,11 +93,7 @@ def running_app(args: argparse.Namespace, env: dict[str, str], relations: Path, 
             raise SystemExit(f"{exc}; its log ends: {' | '.join(log.read_text(errors='replace').splitlines()[-3:])}") from None
         yield url, log
     finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def threads_line(log: Path) -> str:

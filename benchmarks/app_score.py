@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app_startup import REPO, launch, wait_served
+from app_startup import REPO, launch, stop, wait_served
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 for row in table["data"]:
                     print("   " + " | ".join(str(v) for v in row))
         finally:
-            process.terminate()
-            process.wait(20)
+            stop(process)
     print(f"threads: {result['threads']}; load average before: {' '.join(f'{v:.2f}' for v in result['load_before'])}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,15 @@ def wait_served(url: str, process: subprocess.Popen, timeout: float = 120.0) -> 
     raise SystemExit(f"app.py did not serve {url} within {timeout} s")
 
 
+def stop(process: subprocess.Popen, wait_s: float = 20.0) -> None:
+    """End a launched app: terminate, and kill it if it has not exited within ``wait_s`` seconds."""
+    process.terminate()
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def generate_args(relation: str | None) -> list:
     """The Generate tab's defaults (server.forms.GenerationRequest), on an example's entities."""
     from server.forms import GenerationRequest
@@ -100,8 +109,7 @@ def one_round(args: argparse.Namespace, relations_dir: Path) -> dict[str, float]
             client.predict(*click, api_name="/generate")
             result["second_image_s"] = time.perf_counter() - t
         finally:
-            process.terminate()
-            process.wait(20)
+            stop(process)
         # B: click Generate the moment the page is served.
         process, url, started = launch(args, relations_dir, Path(tmp) / "b")
         try:
@@ -110,8 +118,7 @@ def one_round(args: argparse.Namespace, relations_dir: Path) -> dict[str, float]
             client.predict(*click, api_name="/generate")
             result["launch_to_image_s"] = time.perf_counter() - started
         finally:
-            process.terminate()
-            process.wait(20)
+            stop(process)
     result["relation"] = relation or "(none: free prompt)"
     return result
 
