@@ -20,14 +20,13 @@ def row(card: dict) -> str:
     validation, report = card.get("validation") or {}, card["report_card"]
     curve = validation.get("curve") or []
     kept = validation.get("kept_step") or card.get("steps")
-    at_kept = next((pt for pt in curve if pt["step"] == kept), None)
+    at_kept = next((f"{pt['relation']:.2f}" for pt in curve if pt["step"] == kept), "")
+    ran = curve[-1]["step"] if curve else card.get("steps")
     mine, phrase = report["metrics"], report["reference"]
     name = card["name"] + (" (held out)" if card["name"] in HELD_OUT_RELATIONS else "")
-    ran = curve[-1]["step"] if curve else card.get("steps")
-    return (f"| {name} | {card['settings'].get('seed', 0)} | {kept} of {ran} | "
-            f"{at_kept['relation']:.2f} |" if at_kept else f"| {name} | {card['settings'].get('seed', 0)} | {kept} | |") + (
-        f" {mine['relation_accuracy']:.2f} / {mine['entity_accuracy']:.2f} | {phrase['relation_accuracy']:.2f} / "
-        f"{phrase['entity_accuracy']:.2f} | {mine['appearance_leakage']:.2f} |")
+    return (f"| {name} | {card['settings'].get('seed', 0)} | {kept} of {ran} | {at_kept} | "
+            f"{mine['relation_accuracy']:.2f} / {mine['entity_accuracy']:.2f} | "
+            f"{phrase['relation_accuracy']:.2f} / {phrase['entity_accuracy']:.2f} | {mine['appearance_leakage']:.2f} |")
 
 
 def main(argv=None) -> int:
