@@ -346,7 +346,7 @@ def test_the_evaluation_takes_the_best_and_the_last_vector_from_one_training(tin
 @pytest.mark.parametrize("methods, train_settings, sentence", [
     (["reversion@best"], {"validate_every": 0}, "Method 'reversion@best' needs validation during training; do not set validate_every to 0."),
     (["text_to_image@best"], {}, "Unknown method 'text_to_image@best'; choose from text_to_image, textual_inversion, reversion, "
-                                 "no_steering, no_importance_sampling, random_positives (a learned one may end in @best or @last)."),
+                                 "no_steering, no_importance_sampling, random_positives (a learned one may end in @best, @last or @early)."),
 ])
 def test_an_evaluation_method_that_cannot_keep_a_best_step_is_refused(methods, train_settings, sentence):
     from reversion_core.evaluation import EvaluationConfig

@@ -97,16 +97,26 @@ def run_unit(unit: Unit, relation: BenchmarkRelation, sampler: Sampler, scorer, 
     written = [with_articles(t) for t in templates] if config.entity_articles else templates
     seeds = [image_seed(unit.job.seed, t, i) for t, i in unit.places]
     prompts, stands_for = sampler.prompts(unit.job, relation, written)
-    key_data = {
-        "unit": [asdict(unit.job), unit.places], "prompts": prompts, "r": stands_for, "seeds": seeds,
+    shared = {
         "base_model": sampler.base_model_id, "weights": sampler.base_fingerprint, "steps": config.inference_steps, "guidance": config.guidance_scale,
         "scorer": scorer.kind, "nuisance": relation.nuisance,
     }
-    key = hashlib.sha1(json.dumps(key_data, sort_keys=True, default=str).encode()).hexdigest()
-    cache = Path(config.out_dir) / "cache" / f"{key}.json"
-    if cache.is_file():
-        cached = json.loads(cache.read_text())
-        return cached["records"], [(r["method"], r["relation"], r["template_index"], _png_from_b64(s)) for r, s in cached["samples"]]
+    # The cache is keyed by what decides the images, not by the method's name: two methods whose <R> is the same vector
+    # (reversion@best and reversion@early often are) share their images. Entries of the first key, which named the job,
+    # are still read.
+    written_with = [p.replace(unit.job.token, f"<R {stands_for}>") for p in prompts]
+    key_data = {"relation": relation.name, "places": unit.places, "prompts": written_with, "r": stands_for, "seeds": seeds, **shared}
+    named = {"unit": [asdict(unit.job), unit.places], "prompts": prompts, "r": stands_for, "seeds": seeds, **shared}
+    key, named_key = (hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest() for d in (key_data, named))
+    cache_dir = Path(config.out_dir) / "cache"
+    for found in (cache_dir / f"{named_key}.json", cache_dir / f"{key}.json"):
+        if found.is_file():
+            cached = json.loads(found.read_text())
+            mine = {"method": unit.job.method, "seed": unit.job.seed}
+            records = [{**r, **mine, "prompt": p} for r, p in zip(cached["records"], prompts)]
+            samples = [({**r, **mine}, _png_from_b64(s)) for r, s in cached["samples"]]
+            return records, [(r["method"], r["relation"], r["template_index"], im) for r, im in samples]
+    cache = cache_dir / f"{key}.json"
     images = sampler(prompts, seeds)
     pairs = [split_template(t) for t in templates]
     scores = scorer.score(images, relation, pairs)

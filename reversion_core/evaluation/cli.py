@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", dest="out_dir", help="results folder (default: results/evaluation/<preset>)")
     p.add_argument("--benchmark-dir", dest="benchmark_dir", help="relation folders: exemplars + text.json (default: assets/benchmark)")
     p.add_argument("--relations", type=_list, help="comma-separated relation folder names (default: the preset's; 'all' for every folder)")
-    p.add_argument("--methods", type=_list, help="comma-separated: " + ", ".join(METHODS) + " (a learned one with @best or @last: the <R> of its "
-                   "best validation step or last step, from the same training)")
+    p.add_argument("--methods", type=_list, help="comma-separated: " + ", ".join(METHODS) + " (a learned one with @best, @last or @early: the <R> "
+                   "of its best validation step, its last step, or what stopping when flat would have kept, from the same training)")
     p.add_argument("--seeds", type=int, nargs="+", help="training and sampling seeds, e.g. --seeds 0 1 2")
     p.add_argument("--templates", type=int, dest="templates_per_relation", help="inference templates per relation")
     p.add_argument("--images-per-template", type=int, dest="images_per_template")

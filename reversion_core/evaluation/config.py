@@ -30,23 +30,32 @@ METHODS: dict[str, Method] = {
 
 
 
+# What a training with validation on keeps for the evaluation: the engine's keep choices (the last step's <R>, the
+# best validation step's) and "early", the <R> a run with keep "best" and stop_when_flat = EARLY_STOP would have
+# saved (the best validated step up to where its curve first counted that many validations without a gain).
+KEPT = (*KEEP_CHOICES, "early")
+EARLY_STOP = 3
+
+
 def trained_by(method: str) -> str:
     """The method whose training gives a method's relation: itself, or ``reversion`` for ``reversion@best``."""
     return method.partition("@")[0]
 
 
 def method_info(method: str) -> Method:
-    """A method of :data:`METHODS`, or ``METHOD@best`` / ``METHOD@last``: the <R> of the best validation step or of
-    the last step of that method's one training (validation on), so best and last cost one set of trainings."""
+    """A method of :data:`METHODS`, or ``METHOD@best`` / ``METHOD@last`` / ``METHOD@early``: the <R> of the best
+    validation step, of the last step, or the one an early-stopped run would have kept (:data:`KEPT`), all from that
+    method's one training (validation on), so comparing them costs one set of trainings."""
     base, _, kept = method.partition("@")
-    if base not in METHODS or (kept and (kept not in KEEP_CHOICES or METHODS[base].overrides is None)):
+    if base not in METHODS or (kept and (kept not in KEPT or METHODS[base].overrides is None)):
         raise ReVersionError(
-            f"Unknown method {method!r}; choose from {', '.join(METHODS)} (a learned one may end in @best or @last)."
+            f"Unknown method {method!r}; choose from {', '.join(METHODS)} (a learned one may end in @best, @last or @early)."
         )
     if not kept:
         return METHODS[base]
-    what = "the best validation step" if kept == "best" else "the last step"
-    return Method(f"{METHODS[base].label}, <R> of {what}", METHODS[base].overrides)
+    what = {"best": "<R> of the best validation step", "last": "<R> of the last step",
+            "early": f"stopped when flat ({EARLY_STOP} validations), best step kept"}[kept]
+    return Method(f"{METHODS[base].label}, {what}", METHODS[base].overrides)
 
 
 WORLD_METRICS = ("relation_accuracy", "entity_accuracy", "appearance_leakage")

@@ -1,7 +1,8 @@
 """The evaluation's learned methods: one relation prompt per (method, relation, seed) job, trained on the base
 model this process already holds (loaded once, never once per job), or reused from an earlier run of the same
 settings, exemplars and base weights. A training that validates also keeps the <R> of its best validation step and
-of its last step (``METHOD@best``, ``METHOD@last``), so comparing the two costs one set of trainings."""
+of its last step (``METHOD@best``, ``METHOD@last``) and what an early-stopped run would have kept (``METHOD@early``),
+so comparing them costs one set of trainings."""
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..benchmarks import BenchmarkRelation
-from ..settings import KEEP_CHOICES
-from .config import EvaluationConfig, Job, method_info, method_settings, trained_by
+from ..validation import FLAT_MARGIN, best_step, is_flat
+from .config import EARLY_STOP, KEPT, EvaluationConfig, Job, method_info, method_settings, trained_by
 from .processes import one_process_world
 
 
@@ -74,8 +75,9 @@ def learn(
     curve = out / "training" / job.method / f"{job.name}.csv"
     made_from = {"settings": settings.to_dict(), "base_weights": base_fingerprint, "exemplars": folder_fingerprint(relation.folder)}
     sidecar = curve.with_suffix(".json")
-    kept_dirs = {k: out / "relations" / f"{job.method}@{k}" for k in KEEP_CHOICES} if settings.validate_every else {}
-    outputs = [relations_dir, *kept_dirs.values()]
+    kept_dirs = {k: out / "relations" / f"{job.method}@{k}" for k in KEPT} if settings.validate_every else {}
+    asked = [m for m in config.methods if "@" in m and trained_by(m) == job.method]  # a cached training needs only these
+    outputs = [relations_dir, *(out / "relations" / m for m in asked)]
     if all((d / job.name / "card.json").is_file() for d in outputs) and curve.is_file() and sidecar.is_file():
         previous = json.loads(sidecar.read_text())
         if previous.get("made_from") == json.loads(json.dumps(made_from)) and previous.get("status") == "finished":
@@ -114,13 +116,44 @@ def learn(
     return summary
 
 
+def stop_step(curve: list[dict], n: int = EARLY_STOP) -> int | None:
+    """The validated step at which a run with ``stop_when_flat = n`` would have stopped (the engine's rule, read on
+    the curve so far at each point); None when it would have run to the end."""
+    for k in range(1, len(curve) + 1):
+        if is_flat(curve[:k], n):
+            return int(curve[k - 1]["step"])
+    return None
+
+
+def choose_early(validation, last_step: int, last_vector):
+    """The <R> a run with keep "best" and ``stop_when_flat = EARLY_STOP`` would have saved, its step, why, and the step
+    it would have stopped at (None: at the end, ``last_step``)."""
+    stop = stop_step(validation.curve)
+    seen = [p for p in validation.curve if stop is None or p["step"] <= stop]
+    best = best_step(seen)
+    if stop is None:
+        vector, step, why = validation.choose("best", last_step, last_vector)
+        return vector, step, f"It would not have stopped early (no {EARLY_STOP} validations without a gain). " + why, None
+    if best is None:
+        raise RuntimeError("a curve that counts as flat has a scored step")
+    value = next(p["relation"] for p in seen if p["step"] == best)
+    why = (f"A run stopping after {EARLY_STOP} validations without a gain of {FLAT_MARGIN:g} would have stopped at step {stop} "
+           f"and kept step {best}, the best validation up to there ({value:.2f}).")
+    return validation.vector_at(best).to(getattr(last_vector, "device", "cpu")), best, why, stop
+
+
 def save_kept(run, end, folders: dict[str, Path]) -> None:
-    """Save the <R> of the run's best validation step and of its last step, each as a relation in ``folders[keep]``
-    (card included, its ``validation`` entry saying which step and why)."""
+    """Save the <R> of the run's best validation step, of its last step and what an early-stopped run would have kept,
+    each as a relation in ``folders[keep]`` (card included, its ``validation`` entry saying which step and why)."""
     from ..relation_file import RelationPrompt, save_relation
 
     for keep, folder in folders.items():
-        vector, step, why = run.validation.choose(keep, end.step, run.last_good)
+        extra = {}
+        if keep == "early":
+            vector, step, why, stop = choose_early(run.validation, end.step, run.last_good)
+            extra = {"early_stop": EARLY_STOP, "stopped_at": stop if stop is not None else end.step}
+        else:
+            vector, step, why = run.validation.choose(keep, end.step, run.last_good)
         card = json.loads(json.dumps(end.relation.card, default=str))
-        card["validation"] = {**card.get("validation", {}), "keep": keep, "kept_step": step, "why": why}
+        card["validation"] = {**card.get("validation", {}), "keep": keep, "kept_step": step, "why": why, **extra}
         save_relation(RelationPrompt(end.relation.name, end.relation.token, vector.detach().float().cpu(), card), folder, overwrite=True)
