@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from reversion_core.evaluation.aggregate import cell  # noqa: E402
 from reversion_core.world.language import HELD_OUT_RELATIONS  # noqa: E402
 
 KINDS = {"last": "reversion", "best": "reversion@best", "early": "reversion@early"}
@@ -56,14 +57,10 @@ def spearman(x: list[float], y: list[float]) -> float | None:
     return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
-
-
-def signed(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):+.3f} ± {sd:.3f}"
+def spread(values: list[float], sign: str = "") -> str:
+    """``"0.436 ± 0.057"``: the evaluation's cell (mean and sample sd); ``sign="+"`` for a difference."""
+    c = cell(values)
+    return f"{c.mean:{sign}.3f} ± {c.std or 0.0:.3f}"
 
 
 def load(folder: Path) -> list[dict]:
@@ -118,8 +115,8 @@ def report(folder: Path) -> str:
     for name in relations:
         mine = sorted((r for r in rows if r["relation"] == name), key=lambda r: r["seed"])
         label = name + (" (held out)" if name in HELD_OUT_RELATIONS else "")
-        out.append(f"| {label} | {mean_sd([r['last'] for r in mine])} | {mean_sd([r['best'] for r in mine])} | "
-                   f"{mean_sd([r['early'] for r in mine])} | {' / '.join(str(r['best_step']) for r in mine)} | "
+        out.append(f"| {label} | {spread([r['last'] for r in mine])} | {spread([r['best'] for r in mine])} | "
+                   f"{spread([r['early'] for r in mine])} | {' / '.join(str(r['best_step']) for r in mine)} | "
                    f"{' / '.join('%d/%d' % (r['stopped_at'], r['early_step']) for r in mine)} |")
     out += ["", "## Paired differences", "",
             "Per seed, the mean over relations of the difference; then mean ± sd over the seeds. `up / same / down`: "
@@ -131,19 +128,18 @@ def report(folder: Path) -> str:
         for a in ("best", "early"):
             d = [r[a] - r["last"] for r in part]
             counts[a] = f"{sum(x > 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x < 0 for x in d)}"
-        out.append(f"| {label} | {signed(per_seed_difference(part, 'best', 'last'))} | {counts['best']} | "
-                   f"{signed(per_seed_difference(part, 'early', 'last'))} | {counts['early']} | "
-                   f"{signed(per_seed_difference(part, 'early', 'best'))} |")
+        out.append(f"| {label} | {spread(per_seed_difference(part, 'best', 'last'), '+')} | {counts['best']} | "
+                   f"{spread(per_seed_difference(part, 'early', 'last'), '+')} | {counts['early']} | "
+                   f"{spread(per_seed_difference(part, 'early', 'best'), '+')} |")
     out += ["", "## Does the validation score predict the template accuracy?", "",
             "Spearman's rank correlation over trainings (n); ties averaged.", "",
             "| relations | n | validation at the kept step vs template accuracy (best) | the same, last step | "
             "validation gain (best - last step) vs template gain |", "|---|---|---|---|---|"]
     for label, part in groups(rows).items():
-        fmt = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
         kept = spearman([r["best_val"] for r in part], [r["best"] for r in part])
         last = spearman([r["last_val"] for r in part], [r["last"] for r in part])
         gain = spearman([r["best_val"] - r["last_val"] for r in part], [r["best"] - r["last"] for r in part])
-        out.append(f"| {label} | {len(part)} | {fmt(kept)} | {fmt(last)} | {fmt(gain)} |")
+        out.append(f"| {label} | {len(part)} | " + " | ".join("-" if v is None else f"{v:+.2f}" for v in (kept, last, gain)) + " |")
     out += ["", "## Early stop", ""]
     out += ["| relations | stopped at (mean step) | steps saved | training time saved | accuracy, early - last | early - best |",
             "|---|---|---|---|---|---|"]
@@ -153,7 +149,7 @@ def report(folder: Path) -> str:
         share = sum(saved) / sum(r["last_step"] for r in part)
         out.append(f"| {label} | {statistics.fmean(r['stopped_at'] for r in part):.0f} | {statistics.fmean(saved):.0f} of {total} "
                    f"({share:.0%}) | {sum(seconds) / 60:.1f} of {sum(r['seconds'] for r in part) / 60:.1f} min | "
-                   f"{signed(per_seed_difference(part, 'early', 'last'))} | {signed(per_seed_difference(part, 'early', 'best'))} |")
+                   f"{spread(per_seed_difference(part, 'early', 'last'), '+')} | {spread(per_seed_difference(part, 'early', 'best'), '+')} |")
     validating, seconds = sum(r["validating"] for r in rows), sum(r["seconds"] for r in rows)
     points = "/".join(str(n) for n in sorted({r["points"] for r in rows}))
     pairs = "/".join(str(n) for n in sorted({r["pairs"] for r in rows if r["pairs"]})) or "?"

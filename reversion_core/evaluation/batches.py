@@ -112,9 +112,9 @@ def run_unit(unit: Unit, relation: BenchmarkRelation, sampler: Sampler, scorer, 
     for found in (cache_dir / f"{named_key}.json", cache_dir / f"{key}.json"):
         if found.is_file():
             cached = json.loads(found.read_text())
-            mine = {"method": unit.job.method, "seed": unit.job.seed}
-            records = [{**r, **mine, "prompt": p} for r, p in zip(cached["records"], prompts)]
-            samples = [({**r, **mine}, _png_from_b64(s)) for r, s in cached["samples"]]
+            method = unit.job.method  # the seed and the places are the key's; the method and its token are not
+            records = [{**r, "method": method, "prompt": p} for r, p in zip(cached["records"], prompts)]
+            samples = [({**r, "method": method}, _png_from_b64(s)) for r, s in cached["samples"]]
             return records, [(r["method"], r["relation"], r["template_index"], im) for r, im in samples]
     cache = cache_dir / f"{key}.json"
     images = sampler(prompts, seeds)

@@ -127,16 +127,13 @@ def stop_step(curve: list[dict], n: int = EARLY_STOP) -> int | None:
 
 def choose_early(validation, last_step: int, last_vector):
     """The <R> a run with keep "best" and ``stop_when_flat = EARLY_STOP`` would have saved, its step, why, and the step
-    it would have stopped at (None: at the end, ``last_step``)."""
+    it would have stopped at (``last_step`` when it would have run to the end)."""
     stop = stop_step(validation.curve)
-    seen = [p for p in validation.curve if stop is None or p["step"] <= stop]
-    best = best_step(seen)
     if stop is None:
         vector, step, why = validation.choose("best", last_step, last_vector)
-        return vector, step, f"It would not have stopped early (no {EARLY_STOP} validations without a gain). " + why, None
-    if best is None:
-        raise RuntimeError("a curve that counts as flat has a scored step")
-    value = next(p["relation"] for p in seen if p["step"] == best)
+        return vector, step, f"It would not have stopped early (no {EARLY_STOP} validations without a gain). " + why, last_step
+    best = best_step([p for p in validation.curve if p["step"] <= stop])  # a flat curve has a scored point
+    value = next(p["relation"] for p in validation.curve if p["step"] == best)
     why = (f"A run stopping after {EARLY_STOP} validations without a gain of {FLAT_MARGIN:g} would have stopped at step {stop} "
            f"and kept step {best}, the best validation up to there ({value:.2f}).")
     return validation.vector_at(best).to(getattr(last_vector, "device", "cpu")), best, why, stop
@@ -151,7 +148,7 @@ def save_kept(run, end, folders: dict[str, Path]) -> None:
         extra = {}
         if keep == "early":
             vector, step, why, stop = choose_early(run.validation, end.step, run.last_good)
-            extra = {"early_stop": EARLY_STOP, "stopped_at": stop if stop is not None else end.step}
+            extra = {"early_stop": EARLY_STOP, "stopped_at": stop}
         else:
             vector, step, why = run.validation.choose(keep, end.step, run.last_good)
         card = json.loads(json.dumps(end.relation.card, default=str))
