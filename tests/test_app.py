@@ -508,3 +508,14 @@ def test_the_app_takes_attention_and_device_flags():
     args = studio_app.parse_args(["--attention", "xformers", "--device", "cpu", "--max-file-size", "10mb"])
     assert (args.attention, args.device, args.max_file_size) == ("xformers", "cpu", "10mb")
     assert studio_app.parse_args([]).attention is None  # chosen with the hardware: sdpa on CPU, xformers where it works
+
+
+def test_stop_answers_apart_from_the_status_box_the_run_reports_its_end_in(app):
+    """Stop's answer goes to its own (hidden) output and its toast: were it written to the status box, an answer that
+    arrived after the run's own "Stopped ..." would cover it (the browser test of an overwrite run saw exactly that)."""
+    import httpx
+
+    config = httpx.get(f"{app[0]}config", timeout=10).json()
+    ids = {c.get("props", {}).get("elem_id"): c["id"] for c in config["components"]}
+    stop = next(d for d in config["dependencies"] if d.get("api_name") == "stop")
+    assert stop["outputs"] == [ids["train-stop-answer"]] and ids["train-status"] not in stop["outputs"]

@@ -210,6 +210,9 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
                 with gr.Row():
                     start_btn = gr.Button("Start training", variant="primary", elem_id="train-start")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                    # Stop's own answer (also its toast and the /stop API's value) stays out of the status box: the run
+                    # reports its end there, and an answer delivered after that report would cover it.
+                    stop_answer = gr.Markdown(visible=False, elem_id="train-stop-answer")
                 with gr.Accordion("Continue a relation trained here", open=False, elem_id="continue-box"):
                     with gr.Row():
                         page.continue_name = continue_name = gr.Dropdown(
@@ -256,8 +259,8 @@ def build_train_tab(studio: st.Studio, page: Page) -> None:
         started.then(propose_next_name, [name, overwrite, page.owner], name, queue=False, **PRIVATE)
         continued = continue_btn.click(continue_training, [continue_name, more_steps, page.owner], outputs,
                                        api_name="continue_training", concurrency_limit=None)
-        stopped = stop_btn.click(stop, page.owner, train_status, api_name="stop", concurrency_limit=None)  # never waits behind the run
-        for event, shown in ((clicked, [train_status]), (started, outputs), (continued, outputs), (stopped, [train_status])):
+        stopped = stop_btn.click(stop, page.owner, stop_answer, api_name="stop", concurrency_limit=None)  # never waits behind the run
+        for event, shown in ((clicked, [train_status]), (started, outputs), (continued, outputs), (stopped, [stop_answer])):
             clear_error_marks(event, shown)
         tab.select(continue_choices, [continue_name, page.owner], continue_name, **PRIVATE)
 
